@@ -1,0 +1,1 @@
+//! engine: ptrace injection of close/shutdown/dup3 into a live process, restored exactly.

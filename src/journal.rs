@@ -1,0 +1,1 @@
+//! journal: JSON Lines rollback log, fsynced before and after every mutation.

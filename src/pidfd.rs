@@ -1,0 +1,1 @@
+//! pidfd: end a connection without stopping the process (pidfd_getfd + shutdown).

@@ -1,0 +1,1 @@
+//! report: table, summary and JSON Lines for plans and results.

@@ -1,0 +1,1 @@
+//! resolve: sockets → inodes → fds of the target processes, in their own network namespaces.

@@ -1,0 +1,1 @@
+//! select: turn the operator's selectors into a filter over matches (pure).
