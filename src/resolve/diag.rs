@@ -533,8 +533,49 @@ impl DiagSocket {
 
     /// Send a dump request (`SOCK_DIAG_BY_FAMILY`, NLM_F_DUMP) and call `each` with the payload
     /// of every reply message until NLMSG_DONE. An NLMSG_ERROR ends it with that errno.
-    pub fn dump(&mut self, payload: &[u8], mut each: impl FnMut(&[u8])) -> io::Result<()> {
-        let seq = self.send(SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST | NLM_F_DUMP, payload)?;
+    ///
+    /// A dump matches only on family, protocol, states and ports: the rest of the sockid is
+    /// ignored. Use [`DiagSocket::get`] to look one socket up by its exact id and cookie.
+    pub fn dump(&mut self, payload: &[u8], each: impl FnMut(&[u8])) -> io::Result<()> {
+        self.transact(
+            SOCK_DIAG_BY_FAMILY,
+            NLM_F_REQUEST | NLM_F_DUMP,
+            payload,
+            each,
+        )
+    }
+
+    /// Look up one socket by exact id (`inet_diag_req_v2` without NLM_F_DUMP). `Ok(None)` when
+    /// the kernel has no such socket (ENOENT).
+    pub fn get(&mut self, req: &InetReq) -> io::Result<Option<SocketEntry>> {
+        let mut found = None;
+        let r = self.transact(SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST, &req.encode(), |p| {
+            found = inet_entry(p, req.protocol)
+        });
+        match r {
+            Ok(()) => Ok(found),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Send one request that expects only an acknowledgement (e.g. `SOCK_DESTROY` with an exact
+    /// [`InetReq`]): `Ok(())` on ACK, the kernel's errno otherwise (ENOENT: no such socket,
+    /// EOPNOTSUPP: kernel without CONFIG_INET_DIAG_DESTROY, EPERM: no CAP_NET_ADMIN).
+    pub fn request_ack(&mut self, msg_type: u16, payload: &[u8]) -> io::Result<()> {
+        self.transact(msg_type, NLM_F_REQUEST | NLM_F_ACK, payload, |_| {})
+    }
+
+    /// Send one request; pass every reply payload to `each` until NLMSG_DONE, an NLMSG_ERROR
+    /// (0 = ACK → Ok), or a single (non-multipart) reply.
+    pub fn transact(
+        &mut self,
+        msg_type: u16,
+        flags: u16,
+        payload: &[u8],
+        mut each: impl FnMut(&[u8]),
+    ) -> io::Result<()> {
+        let seq = self.send(msg_type, flags, payload)?;
         loop {
             let n = self.recv()?;
             if n == 0 {
@@ -554,32 +595,12 @@ impl DiagSocket {
                         }
                     }
                     NLMSG_NOOP => {}
-                    _ => each(m.payload),
-                }
-            }
-        }
-    }
-
-    /// Send one request that expects only an acknowledgement (e.g. `SOCK_DESTROY` with an exact
-    /// [`InetReq`]): `Ok(())` on ACK, the kernel's errno otherwise (ENOENT: no such socket,
-    /// EOPNOTSUPP: kernel without CONFIG_INET_DIAG_DESTROY, EPERM: no CAP_NET_ADMIN).
-    pub fn request_ack(&mut self, msg_type: u16, payload: &[u8]) -> io::Result<()> {
-        let seq = self.send(msg_type, NLM_F_REQUEST | NLM_F_ACK, payload)?;
-        loop {
-            let n = self.recv()?;
-            if n == 0 {
-                return Err(io::Error::from(io::ErrorKind::UnexpectedEof));
-            }
-            for m in messages(&self.buf[..n]) {
-                if m.seq != seq {
-                    continue;
-                }
-                if m.msg_type == NLMSG_ERROR {
-                    return match error_code(m.payload) {
-                        Some(0) => Ok(()),
-                        Some(e) => Err(io::Error::from_raw_os_error(-e)),
-                        None => Err(io::Error::from(io::ErrorKind::InvalidData)),
-                    };
+                    _ => {
+                        each(m.payload);
+                        if m.flags & NLM_F_MULTI == 0 {
+                            return Ok(());
+                        }
+                    }
                 }
             }
         }
@@ -1010,12 +1031,11 @@ mod tests {
             v.unwrap()
         };
         let mut req = inet_exact_request(&e).unwrap();
-        let mut n = 0;
-        s.dump(&req.encode(), |_| n += 1).unwrap();
-        assert_eq!(n, 1);
+        assert_eq!(s.get(&req).unwrap().map(|g| g.inode), Some(ino));
         req.id.cookie ^= 1;
-        n = 0;
-        s.dump(&req.encode(), |_| n += 1).unwrap();
-        assert_eq!(n, 0);
+        assert_eq!(s.get(&req).unwrap(), None);
+        // SOCK_DESTROY-shaped request with a stale cookie: the kernel refuses to touch it.
+        let r = s.request_ack(SOCK_DESTROY, &req.encode());
+        assert!(r.is_err(), "destroy with a wrong cookie must fail");
     }
 }
