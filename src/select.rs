@@ -6,6 +6,7 @@
 
 use crate::cli::Args;
 use crate::model::{unmap_ip, Match, Proto, SockState};
+use crate::resolve::{Query, Targets};
 use ipnet::{IpNet, Ipv4Net};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -385,6 +386,19 @@ impl Selection {
         }
     }
 
+    /// What the resolver must look up for this selection in `targets`. The resolver filters by
+    /// proto and state in the kernel; [`Selection::matches`] applies everything else afterwards.
+    pub fn query(&self, targets: Targets) -> Query {
+        Query {
+            targets,
+            protos: self.protos(),
+            state_mask: self.state_mask(),
+            include_fds: self.fds.clone(),
+            orphans: self.orphans,
+            netns: self.netns.clone(),
+        }
+    }
+
     pub fn matches(&self, m: &Match) -> bool {
         if !self.fds.is_empty() && !m.fd.is_some_and(|fd| self.fds.contains(&fd)) {
             return false;
@@ -444,8 +458,8 @@ impl Selection {
     }
 }
 
-/// Bits 1..=12: every TCP state the kernel reports (TCP_ESTABLISHED .. TCP_NEW_SYN_RECV).
-pub const ALL_STATES: u32 = 0x1ffe;
+/// No state filter: the resolver's "every state" mask.
+pub const ALL_STATES: u32 = u32::MAX;
 
 #[cfg(test)]
 mod tests {
