@@ -1,0 +1,1 @@
+//! Netlink sock_diag: requests, replies, and the socket that carries them.
