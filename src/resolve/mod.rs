@@ -116,10 +116,6 @@ fn hint(e: &io::Error) -> &'static str {
     }
 }
 
-/// Bit for a kernel state number (also the pseudo-states 12 and 13 that have no `SockState`).
-const fn bit(n: u32) -> u32 {
-    1 << n
-}
 /// TCP_BOUND_INACTIVE (Linux 6.8+): bound, neither listening nor connected. Reported as Closed.
 pub(crate) const TCP_BOUND_INACTIVE: u8 = 13;
 
@@ -359,31 +355,94 @@ enum Source {
     ProcNet,
 }
 
-/// One namespace's sockets of the protocols in `need`, each dumped with its state mask.
+/// One namespace's sockets of the protocols in `need`, each dumped with its state mask: through
+/// sock_diag when we can, else from /proc/PID/net of `procnet_pid` (a process in that namespace).
 fn dump_namespace(
     path: &netns::NsPath,
     is_own: bool,
     procnet_pid: i32,
     need: &BTreeMap<Proto, u32>,
 ) -> Result<(NsSockets, Source), ResolveError> {
-    let _ = (path, is_own);
     let mut out = NsSockets::default();
-    let pid = if procnet_pid == 0 {
-        None
+    let opened = if is_own {
+        diag::DiagSocket::open()
     } else {
-        Some(procnet_pid)
+        diag::DiagSocket::open_in(path)
     };
+    let mut sock = match opened {
+        Ok(s) => Some(s),
+        Err(e) if procnet_pid != 0 || is_own => {
+            let _ = e; // netlink or setns unavailable: /proc/PID/net shows the same namespace
+            None
+        }
+        Err(source) => {
+            return Err(ResolveError::Netns {
+                path: path.0.display().to_string(),
+                source,
+            })
+        }
+    };
+    let mut source = Source::Diag;
     for (&proto, &mask) in need {
-        for e in proc_net::read_table(pid, proto).map_err(|source| ResolveError::Sockets {
+        if let Some(s) = sock.as_mut() {
+            let mut got = Vec::new();
+            let r = match proto {
+                Proto::Tcp => s.inet_sockets(diag::IPPROTO_TCP, mask, |e| got.push(e)),
+                Proto::Udp => s.inet_sockets(diag::IPPROTO_UDP, mask, |e| got.push(e)),
+                Proto::Unix => s.unix_sockets(mask, |e| got.push(e)),
+                Proto::Other => Ok(()),
+            };
+            match r {
+                Ok(()) => {
+                    for e in got {
+                        if e.state.kernel_bit() & mask != 0 {
+                            out.add(e);
+                        }
+                    }
+                    continue;
+                }
+                // The diag module for this protocol is missing or refuses us: fall back.
+                Err(e) if fallback_errno(&e) => {}
+                Err(e) => {
+                    return Err(ResolveError::Sockets {
+                        path: path.0.display().to_string(),
+                        source: e,
+                    })
+                }
+            }
+        }
+        source = Source::ProcNet;
+        let pid = if is_own && procnet_pid == 0 {
+            None
+        } else {
+            Some(procnet_pid)
+        };
+        let entries = proc_net::read_table(pid, proto).map_err(|source| ResolveError::Sockets {
             path: proc_net::table_dir(pid),
             source,
-        })? {
+        })?;
+        for e in entries {
             if e.state.kernel_bit() & mask != 0 {
                 out.add(e);
             }
         }
     }
-    Ok((out, Source::ProcNet))
+    Ok((out, source))
+}
+
+/// Errors after which /proc/PID/net is worth trying: no sock_diag for this protocol or family
+/// (module not loaded), or netlink refused to us.
+fn fallback_errno(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::ENOENT)
+            | Some(libc::EPROTONOSUPPORT)
+            | Some(libc::EAFNOSUPPORT)
+            | Some(libc::EOPNOTSUPP)
+            | Some(libc::EACCES)
+            | Some(libc::EPERM)
+            | Some(libc::EINVAL)
+    )
 }
 
 /// The namespace orphans are listed in.
