@@ -704,8 +704,8 @@ mod tests {
         assert_eq!(fmt_idle(850), "850ms");
         assert_eq!(fmt_idle(42_000), "42s");
         assert_eq!(fmt_idle(303_000), "5m3s");
-        assert_eq!(fmt_idle(2 * 3600_000 + 4 * 60_000), "2h4m");
-        assert_eq!(fmt_idle(3 * 86_400_000 + 2 * 3600_000), "3d2h");
+        assert_eq!(fmt_idle(2 * 3_600_000 + 4 * 60_000), "2h4m");
+        assert_eq!(fmt_idle(3 * 86_400_000 + 2 * 3_600_000), "3d2h");
     }
 
     #[test]
