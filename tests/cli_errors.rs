@@ -174,3 +174,52 @@ fn nothing_matched_exits_1() {
     let out = run(&["--pid", &p, "--state", "fin-wait-1"]);
     assert_eq!(out.status.code(), Some(1));
 }
+
+/// fdclose with a pseudo-terminal as stdin, `answer` typed in; returns (exit code, stderr).
+fn run_on_tty(args: &[&str], answer: &str) -> (i32, String) {
+    use std::io::Write;
+    use std::process::Stdio;
+    let pty = nix::pty::openpty(None, None).expect("openpty");
+    let mut child = fdclose()
+        .args(args)
+        .stdin(Stdio::from(pty.slave))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run fdclose");
+    // The line discipline buffers the answer until fdclose reads it after its question.
+    let mut master = std::fs::File::from(pty.master);
+    master.write_all(answer.as_bytes()).unwrap();
+    let mut status = None;
+    support::wait_for(
+        "fdclose to exit",
+        std::time::Duration::from_secs(30),
+        || {
+            status = child.try_wait().unwrap();
+            status.is_some()
+        },
+    );
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    (status.unwrap().code().unwrap(), err)
+}
+
+#[test]
+fn declining_on_a_terminal_touches_nothing() {
+    let fx = target();
+    let pid = fx.pid();
+    let before = fd_table(pid);
+    let p = pid.to_string();
+    let (code, err) = run_on_tty(
+        &["--pid", &p, "--state", "close-wait", "--peer", "127.0.0.2"],
+        "n\n",
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("Close 2 fds in 1 process? [y/N] "), "{err}");
+    assert!(err.contains("nothing was touched"), "{err}");
+    // Anything but y/yes is a no.
+    let (code, _) = run_on_tty(&["--pid", &p, "--state", "close-wait"], "\n");
+    assert_eq!(code, 1);
+    assert_eq!(fd_table(pid), before);
+    assert_eq!(count_state(pid, "close-wait"), 8);
+}
