@@ -223,3 +223,62 @@ fn declining_on_a_terminal_touches_nothing() {
     assert_eq!(fd_table(pid), before);
     assert_eq!(count_state(pid, "close-wait"), 8);
 }
+
+/// Searching every process as an unprivileged user: the processes it may not read are counted and
+/// reported once at the end, and do not stop it from reporting the ones it can.
+#[test]
+fn unreadable_processes_are_reported_once_and_are_not_fatal() {
+    use std::os::unix::fs::PermissionsExt;
+    // Copies nobody can reach whatever the permissions on the way to the checkout.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = dir.path().join("fdclose");
+    std::fs::copy(support::fdclose_bin(), &bin).unwrap();
+    let script = dir.path().join("cli_server.py");
+    std::fs::copy(
+        repo_root().join("integration/fixtures/cli_server.py"),
+        &script,
+    )
+    .unwrap();
+    for f in [&bin, &script] {
+        std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let as_nobody = || {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"]);
+        c
+    };
+    // /usr/bin/python3: the root user's python3 may be a shim nobody cannot run.
+    let mut fx = Fixture::spawn(as_nobody().arg("/usr/bin/python3").arg(&script));
+    fx.expect_line("READY ");
+
+    let out = as_nobody()
+        .arg(&bin)
+        .args(["--state", "close-wait", "--dry-run", "--json"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let objs: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let mine = objs
+        .iter()
+        .filter(|o| o["type"] == "socket" && o["pid"].as_i64() == Some(fx.pid() as i64))
+        .count();
+    assert_eq!(mine, 8, "{objs:?}");
+    let summary = objs.last().unwrap();
+    assert_eq!(summary["type"], "summary");
+    let unreadable = summary["unreadable"].as_u64().unwrap();
+    // At least init (pid 1, root) is out of nobody's reach.
+    assert!(unreadable >= 1, "{summary}");
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    assert!(
+        lines[0].starts_with(&format!(
+            "fdclose: {unreadable} processes could not be read and were skipped (pid "
+        )),
+        "{err}"
+    );
+}
