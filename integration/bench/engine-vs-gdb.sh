@@ -72,11 +72,11 @@ start_target() {
     echo reset >&"$TIN"
     wait_lines "$TLOG" 1 '^RESET'
 }
-# gap_of: ask the target for its longest pause since reset (us).
+# gap_of: ask the target for its longest pause and its total paused time since reset (us).
 gap_of() {
     echo gap >&"$TIN"
     wait_lines "$TLOG" 1 '^GAP'
-    grep '^GAP' "$TLOG" | tail -1 | sed 's/.*max_us=\([0-9]*\).*/\1/'
+    grep '^GAP' "$TLOG" | tail -1 | sed 's/.*max_us=\([0-9]*\).*stalled_us=\([0-9]*\).*/\1 \2/'
 }
 stop_target() {
     kill -9 "$TPID" 2>/dev/null || true
@@ -84,7 +84,7 @@ stop_target() {
     exec {TIN}>&-
 }
 
-printf '%-8s %-7s %10s %14s %10s\n' method fds wall_s max_pause_ms left
+printf '%-8s %-7s %10s %14s %14s %6s\n' method fds wall_s max_pause_ms paused_ms left
 declare -A WALL
 for n in "${SIZES[@]}"; do
     # --- fdclose engine ---
@@ -93,10 +93,11 @@ for n in "${SIZES[@]}"; do
     "${ENGINE[@]}" "$TPID" >"$WORK/engine-$n.out" 2>&1 || { cat "$WORK/engine-$n.out"; exit 1; }
     t1=$(now)
     wall=$(echo "$t1 - $t0" | bc -l)
-    gap=$(gap_of)
     left=$(close_wait_count "$TPID")
     WALL[engine-$n]=$wall
-    printf '%-8s %-7s %10.3f %14.1f %10s\n' fdclose "$n" "$wall" "$(echo "$gap/1000" | bc -l)" "$left"
+    read -r gap stalled <<<"$(gap_of)"
+    printf '%-8s %-7s %10.3f %14.1f %14.1f %6s\n' fdclose "$n" "$wall" "$(echo "$gap/1000" | bc -l)" \
+        "$(echo "$stalled/1000" | bc -l)" "$left"
     sed 's/^/    /' "$WORK/engine-$n.out"
     stop_target
 
@@ -120,10 +121,11 @@ for n in "${SIZES[@]}"; do
     gdb -nx -batch -p "$TPID" -x "$cmds" >"$WORK/gdb-$n.out" 2>&1
     t1=$(now)
     wall=$(echo "$t1 - $t0" | bc -l)
-    gap=$(gap_of)
     left=$(close_wait_count "$TPID")
     WALL[gdb-$n]=$wall
-    printf '%-8s %-7s %10.3f %14.1f %10s\n' gdb "$n" "$wall" "$(echo "$gap/1000" | bc -l)" "$left"
+    read -r gap stalled <<<"$(gap_of)"
+    printf '%-8s %-7s %10.3f %14.1f %14.1f %6s\n' gdb "$n" "$wall" "$(echo "$gap/1000" | bc -l)" \
+        "$(echo "$stalled/1000" | bc -l)" "$left"
     stop_target
 done
 for n in "${SIZES[@]}"; do
