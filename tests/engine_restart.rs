@@ -265,22 +265,34 @@ fn prestopped_process_stays_stopped() {
     assert!(d.elapsed_ms >= 1000.0);
 }
 
-/// A target killed while the engine works through many fds: operate returns (an error or Gone
-/// outcomes), never hangs, and leaves nothing traced.
+/// A target killed while the engine works through many fds: operate returns (an error or Gone /
+/// Failed outcomes), never hangs, and leaves nothing traced. The kill lands as soon as the engine
+/// has the process under ptrace; should the engine finish all fds first, try again (3 times).
 #[test]
 fn target_exits_during_surgery() {
-    let (fx, fds) = leaker(&["-n", "3000"]);
+    for attempt in 1..=3 {
+        if kill_during_surgery() {
+            return;
+        }
+        eprintln!("attempt {attempt}: the engine finished before the kill landed; again");
+    }
+    panic!("the engine finished every fd before a kill could land, 3 times: nothing tested");
+}
+
+/// One try; true when the kill landed during the surgery.
+fn kill_during_surgery() -> bool {
+    let (fx, fds) = leaker(&["-n", "6000"]);
     let pid = fx.pid();
     let killer = std::thread::spawn(move || {
-        // Kill as soon as the engine has the process under ptrace.
         let end = Instant::now() + Duration::from_secs(20);
         while Instant::now() < end {
             match status_field(pid, "TracerPid") {
                 Some(t) if t != "0" => break,
                 None => return false,
-                _ => std::thread::sleep(Duration::from_micros(200)),
+                _ => std::hint::spin_loop(),
             }
         }
+        // SAFETY: kill(2) has no memory-safety preconditions.
         unsafe { libc::kill(pid, libc::SIGKILL) == 0 }
     });
     let started = Instant::now();
@@ -290,21 +302,20 @@ fn target_exits_during_surgery() {
         EngineOptions::default(),
         Duration::from_secs(30),
     );
-    let killed = killer.join().unwrap();
-    assert!(
-        killed,
-        "the killer saw the engine attach and killed the target"
-    );
+    let took = started.elapsed();
+    assert!(killer.join().unwrap(), "the killer found the target");
+    // Nothing of ours traces it any more: a zombie or reaped, never ptrace-stopped.
+    if let Some(s) = proc_state(pid) {
+        assert!(s == 'Z' || s == 'X', "target state after kill: {s}");
+    }
+    assert!(took < Duration::from_secs(30));
     match r {
-        Err(e) => assert!(!e.is_empty(), "error says what happened"),
+        Err(e) => {
+            assert!(!e.is_empty(), "the error says what happened");
+            true
+        }
         Ok(outcomes) => {
-            assert_eq!(outcomes.len(), fds.len());
-            let not_done = outcomes.iter().filter(|o| !o.is_done()).count();
-            assert!(
-                not_done > 0,
-                "the target died mid-way, yet all {} surgeries report done",
-                fds.len()
-            );
+            assert_eq!(outcomes.len(), fds.len(), "one outcome per surgery");
             for o in &outcomes {
                 assert!(
                     matches!(
@@ -314,12 +325,17 @@ fn target_exits_during_surgery() {
                     "{o:?}"
                 );
             }
+            // Done ones come first; once the process is gone nothing after it is Done.
+            let first_not_done = outcomes.iter().position(|o| !o.is_done());
+            if let Some(i) = first_not_done {
+                assert!(
+                    outcomes[i..].iter().all(|o| !o.is_done()),
+                    "Done after the process died: {:?}",
+                    &outcomes[i..]
+                );
+            }
+            first_not_done.is_some()
         }
-    }
-    assert!(started.elapsed() < Duration::from_secs(30));
-    // Nothing of ours still traces anything: the target is a zombie or reaped, not ptrace-stopped.
-    if let Some(s) = proc_state(pid) {
-        assert!(s == 'Z' || s == 'X', "target state after kill: {s}");
     }
 }
 
