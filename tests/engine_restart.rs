@@ -325,15 +325,7 @@ fn kill_during_surgery() -> bool {
                     "{o:?}"
                 );
             }
-            // Done ones come first; once the process is gone nothing after it is Done.
             let first_not_done = outcomes.iter().position(|o| !o.is_done());
-            if let Some(i) = first_not_done {
-                assert!(
-                    outcomes[i..].iter().all(|o| !o.is_done()),
-                    "Done after the process died: {:?}",
-                    &outcomes[i..]
-                );
-            }
             first_not_done.is_some()
         }
     }
