@@ -20,7 +20,9 @@ const LIMIT: Duration = Duration::from_secs(20);
 
 /// The CLOSE-WAIT server fixture, with its port.
 fn server() -> (Fixture, u16) {
-    let bin = build_c_fixture("pidfd_closewait", &[]);
+    // Built once per test binary: parallel tests share a pid and so build_c_fixture's temp name.
+    static BIN: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    let bin = BIN.get_or_init(|| build_c_fixture("pidfd_closewait", &[]));
     let mut fx = Fixture::spawn(&mut Command::new(bin));
     let ready = fx.expect_line("READY");
     let port = field(&ready, "port").parse().unwrap();

@@ -1,0 +1,254 @@
+//! Orphans: FIN-WAIT-1 sockets behind a zero window that no fd owns, listed and destroyed with
+//! SOCK_DESTROY, in our namespace and in one the test creates. `ss` is the independent witness.
+
+mod support;
+
+use fdclose::model::{DiagId, Match, MemInfo, Proto, SockState, SocketEntry};
+use fdclose::plan::Outcome;
+use std::net::SocketAddr;
+use std::process::Command;
+use support::*;
+
+/// What the fixture promised: the orphans' local port and the Send-Q `ss` must show in total.
+struct Orphans {
+    fx: Fixture,
+    port: u16,
+    count: usize,
+    /// SIOCOUTQ sum at close() plus one sequence number per FIN.
+    send_q: u64,
+}
+
+fn field<'a>(line: &'a str, key: &str) -> &'a str {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
+        .unwrap_or_else(|| panic!("no {key}= in {line:?}"))
+}
+
+/// Built once per test binary: parallel tests of one binary share a pid, so they must not race
+/// on build_c_fixture's temporary file.
+fn fixture_bin() -> std::path::PathBuf {
+    static BIN: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| build_c_fixture("orphan_finwait", &[]))
+        .clone()
+}
+
+/// Start the fixture (inside `netns` when given: `ip netns exec` execs it, same pid).
+fn orphans(netns: Option<&str>) -> Orphans {
+    let bin = fixture_bin();
+    let mut cmd = match netns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns]).arg(&bin);
+            c
+        }
+        None => Command::new(&bin),
+    };
+    cmd.arg("20");
+    let mut fx = Fixture::spawn(&mut cmd);
+    let ready = fx.expect_line("READY");
+    let sendq: u64 = field(&ready, "sendq").parse().unwrap();
+    let fin: u64 = field(&ready, "fin").parse().unwrap();
+    Orphans {
+        port: field(&ready, "port").parse().unwrap(),
+        count: field(&ready, "orphans").parse().unwrap(),
+        send_q: sendq + fin,
+        fx,
+    }
+}
+
+/// One orphan as `ss -tanOem` shows it.
+#[derive(Debug, Clone)]
+struct SsLine {
+    local: SocketAddr,
+    peer: SocketAddr,
+    send_q: u64,
+    recv_q: u64,
+    cookie: u64,
+    ino: u64,
+    /// skmem r + w + f + o
+    mem: u64,
+}
+
+/// `ss` (in `netns` when given) for FIN-WAIT-1 sockets with local port `port`.
+fn ss_finwait(netns: Option<&str>, port: u16) -> Vec<SsLine> {
+    let filter = format!("sport = :{port}");
+    let args = ["-tanOem", "state", "fin-wait-1", filter.as_str()];
+    let out = match netns {
+        Some(ns) => Command::new("ip")
+            .args(["netns", "exec", ns, "ss"])
+            .args(args)
+            .output(),
+        None => Command::new("ss").args(args).output(),
+    }
+    .expect("run ss");
+    assert!(out.status.success(), "ss failed");
+    let text = String::from_utf8(out.stdout).unwrap();
+    text.lines()
+        .skip(1)
+        .map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            let tag = |p: &str| w.iter().find_map(|x| x.strip_prefix(p)).unwrap();
+            let skmem = tag("skmem:(").trim_end_matches(')');
+            let mem: u64 = skmem
+                .split(',')
+                .filter(|kv| {
+                    ["r", "w", "f", "o"]
+                        .iter()
+                        .any(|k| kv.starts_with(k) && kv[1..].parse::<u64>().is_ok())
+                })
+                .map(|kv| kv[1..].parse::<u64>().unwrap())
+                .sum();
+            SsLine {
+                recv_q: w[0].parse().unwrap(),
+                send_q: w[1].parse().unwrap(),
+                local: w[2].parse().unwrap(),
+                peer: w[3].parse().unwrap(),
+                ino: tag("ino:").parse().unwrap(),
+                cookie: u64::from_str_radix(tag("sk:"), 16).unwrap(),
+                mem,
+            }
+        })
+        .collect()
+}
+
+/// An orphan step as the resolver hands it over (pid 0, no fd, exact sock_diag id).
+fn orphan_step(s: &SsLine) -> Match {
+    Match {
+        pid: 0,
+        comm: "-".into(),
+        fd: None,
+        ino: 0,
+        target: "orphan".into(),
+        socket: Some(SocketEntry {
+            inode: s.ino,
+            proto: Proto::Tcp,
+            state: SockState::FinWait1,
+            local: Some(s.local),
+            peer: Some(s.peer),
+            unix_path: None,
+            recv_q: s.recv_q,
+            send_q: s.send_q,
+            idle_ms: None,
+            mem: Some(MemInfo {
+                wmem_queued: s.mem as u32,
+                ..MemInfo::default()
+            }),
+            uid: Some(0),
+            diag: Some(DiagId {
+                family: libc::AF_INET as u8,
+                protocol: libc::IPPROTO_TCP as u8,
+                ifindex: 0,
+                cookie: s.cookie,
+            }),
+        }),
+        epoll: vec![],
+    }
+}
+
+/// Destroy every listed orphan through the library; returns (done+verified count, mem freed).
+fn destroy_all(netns: Option<&str>, lines: &[SsLine]) -> (usize, u64) {
+    let mut d = fdclose::destroy::Destroyer::new(netns.map(|n| format!("/run/netns/{n}").into()));
+    let mut ok = 0;
+    let mut freed = 0;
+    for s in lines {
+        let (o, rec) = d.destroy(&orphan_step(s));
+        assert_eq!(rec.send_q, s.send_q);
+        assert_eq!(rec.cookie, Some(s.cookie));
+        match o {
+            Outcome::Done { verified: true, .. } => {
+                ok += 1;
+                freed += rec.mem.unwrap_or(0);
+            }
+            o => panic!("{} -> {}: {o:?}", s.local, s.peer),
+        }
+    }
+    (ok, freed)
+}
+
+#[test]
+fn library_destroys_twenty_finwait1_orphans() {
+    let o = orphans(None);
+    let before = ss_finwait(None, o.port);
+    assert_eq!(before.len(), o.count);
+    assert_eq!(o.count, 20);
+    assert!(before.iter().all(|s| s.ino == 0 && s.send_q > 0));
+    let total: u64 = before.iter().map(|s| s.send_q).sum();
+    assert_eq!(total, o.send_q, "ss Send-Q total vs the fixture's count");
+    let mem: u64 = before.iter().map(|s| s.mem).sum();
+    eprintln!(
+        "orphans {} send_q {} bytes skmem {} bytes before destroy",
+        before.len(),
+        total,
+        mem
+    );
+
+    // Destroying one twice: the second time it is already gone, which is not an error.
+    let (ok, freed) = destroy_all(None, &before[..1]);
+    assert_eq!((ok, freed), (1, before[0].mem));
+    let mut d = fdclose::destroy::Destroyer::new(None);
+    let (again, rec) = d.destroy(&orphan_step(&before[0]));
+    assert!(matches!(again, Outcome::Gone { .. }), "{again:?}");
+    assert_eq!(rec.errno, Some(libc::ENOENT));
+
+    // A wrong cookie names a different socket: the kernel refuses (ENOENT on current kernels,
+    // ESTALE on older ones) and the socket on that tuple is left alone.
+    let mut wrong = orphan_step(&before[1]);
+    wrong.socket.as_mut().unwrap().diag.as_mut().unwrap().cookie ^= 0xffff_0000;
+    let (o2, _) = d.destroy(&wrong);
+    assert!(
+        matches!(o2, Outcome::Gone { .. } | Outcome::Changed { .. }),
+        "{o2:?}"
+    );
+    assert_eq!(ss_finwait(None, o.port).len(), o.count - 1);
+
+    let (ok, freed) = destroy_all(None, &before[1..]);
+    assert_eq!(ok, o.count - 1);
+    eprintln!("freed {} bytes of skmem", freed + before[0].mem);
+    assert!(
+        ss_finwait(None, o.port).is_empty(),
+        "orphans left after destroy"
+    );
+    drop(o.fx);
+}
+
+/// A network namespace for one test, deleted (after its processes are gone) on drop.
+struct Netns(String);
+
+impl Netns {
+    fn new(tag: &str) -> Netns {
+        let name = format!("fdclose-orph-{tag}-{}", std::process::id());
+        let st = Command::new("ip")
+            .args(["netns", "add", &name])
+            .status()
+            .unwrap();
+        assert!(st.success(), "ip netns add {name} (needs root)");
+        let ns = Netns(name);
+        let st = Command::new("ip")
+            .args(["-n", &ns.0, "link", "set", "lo", "up"])
+            .status()
+            .unwrap();
+        assert!(st.success());
+        ns
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+#[test]
+fn library_destroys_orphans_inside_a_test_netns() {
+    let ns = Netns::new("lib");
+    let o = orphans(Some(&ns.0));
+    let before = ss_finwait(Some(&ns.0), o.port);
+    assert_eq!(before.len(), 20);
+    // Our own namespace does not see them.
+    assert!(ss_finwait(None, o.port).is_empty());
+    let (ok, _) = destroy_all(Some(&ns.0), &before);
+    assert_eq!(ok, 20);
+    assert!(ss_finwait(Some(&ns.0), o.port).is_empty());
+    drop(o);
+    drop(ns);
+}
