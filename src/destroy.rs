@@ -4,7 +4,7 @@
 //! megabytes of Send-Q) has no fd anyone could close; only the kernel can drop it. sock_diag's
 //! `SOCK_DESTROY` request (Linux >= 4.5, `CONFIG_INET_DIAG_DESTROY`) aborts the socket named by
 //! an exact `inet_diag_sockid` — addresses, ports, interface *and cookie*, so a different socket
-//! that reused the tuple is never hit (the kernel answers ESTALE). The caller needs CAP_NET_ADMIN
+//! that reused the tuple is never hit. The caller needs CAP_NET_ADMIN
 //! in the socket's network namespace, and the request must be sent on a netlink socket created
 //! in that namespace.
 //!

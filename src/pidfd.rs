@@ -187,11 +187,15 @@ fn getfd_error(pid: i32, fd: i32, e: io::Error) -> PidfdError {
     }
 }
 
-/// What one pidfd step looked like, for the journal: the state before, after, and the result.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+/// What one pidfd step saw, for the journal: identity and tuple read from OUR copy (the truth
+/// once we hold it), the TCP state before and after, and the errno if a call said no.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct ShutdownRecord {
     /// Inode our duplicate held (`st_ino` of our copy), when we got that far.
     pub ino_seen: Option<u64>,
+    /// getsockname/getpeername of our copy.
+    pub local: Option<String>,
+    pub peer: Option<String>,
     /// TCP state before shutdown, read from our copy (TCP_INFO).
     pub state_before: Option<String>,
     pub state_after: Option<String>,
@@ -199,16 +203,17 @@ pub struct ShutdownRecord {
 }
 
 /// Shut the connection behind fd `m.fd` of `m.pid` through a duplicate, leaving the process
-/// running and its fd open. Returns the step's outcome and what was seen, for the journal.
+/// running and its fd open. `announce` runs right before shutdown(2), once the duplicate is known
+/// to be the planned socket (the journal's `before` record); if it fails nothing is done.
+/// Returns the step's outcome and what was seen.
 ///
 /// `Err` only when pidfd is unavailable on this kernel: the caller then falls back to ptrace.
-pub fn shutdown_step(m: &Match, how: How) -> Result<(Outcome, ShutdownRecord), Unavailable> {
-    let mut rec = ShutdownRecord {
-        ino_seen: None,
-        state_before: None,
-        state_after: None,
-        errno: None,
-    };
+pub fn shutdown_step(
+    m: &Match,
+    how: How,
+    announce: impl FnOnce(&ShutdownRecord) -> Result<(), String>,
+) -> Result<(Outcome, ShutdownRecord), Unavailable> {
+    let mut rec = ShutdownRecord::default();
     let Some(fd) = m.fd else {
         let o = Outcome::Failed {
             error: "an orphan socket has no fd to shut down; use --action destroy".into(),
@@ -245,6 +250,16 @@ pub fn shutdown_step(m: &Match, how: How) -> Result<(Outcome, ShutdownRecord), U
     let is_tcp = m.socket.as_ref().is_some_and(|s| s.proto == Proto::Tcp);
     let before = if is_tcp { tcp_state(&dup).ok() } else { None };
     rec.state_before = before.map(|s| tcp_state_name(s).to_string());
+    rec.local = sock_name(&dup, false);
+    rec.peer = sock_name(&dup, true);
+
+    if let Err(e) = announce(&rec) {
+        let o = Outcome::Failed {
+            error: format!("{e}; fd {fd} of pid {} was left alone", m.pid),
+            errno: None,
+        };
+        return Ok((o, rec));
+    }
 
     // SAFETY: dup is an fd we own for the duration of the call; shutdown takes no memory.
     let r = unsafe { libc::shutdown(dup.as_raw_fd(), how.raw()) };
@@ -271,8 +286,130 @@ pub fn shutdown_step(m: &Match, how: How) -> Result<(Outcome, ShutdownRecord), U
             Some("shut down through a pidfd duplicate; not a TCP socket, state not checked".into()),
         ),
     };
+    // Only our reference goes: the program's fd stays open on the (now shut) socket.
     drop(dup);
     Ok((Outcome::Done { verified, note }, rec))
+}
+
+/// Address of our copy (its own end, or the peer's), as text; `None` for unnamed or unix sockets.
+fn sock_name(fd: &OwnedFd, peer: bool) -> Option<String> {
+    use nix::sys::socket::{getpeername, getsockname, SockaddrLike, SockaddrStorage};
+    let a: SockaddrStorage = if peer {
+        getpeername(fd.as_raw_fd()).ok()?
+    } else {
+        getsockname(fd.as_raw_fd()).ok()?
+    };
+    if let Some(v4) = a.as_sockaddr_in() {
+        return Some(std::net::SocketAddrV4::from(*v4).to_string());
+    }
+    if let Some(v6) = a.as_sockaddr_in6() {
+        return Some(crate::model::unmap(std::net::SocketAddrV6::from(*v6).into()).to_string());
+    }
+    let _ = a.family();
+    None
+}
+
+/// The journal lines of a pidfd shutdown, "before" and "after" as the engine writes them, with
+/// what only this path knows (no tracee: `via` says so).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum Entry {
+    Before {
+        time: String,
+        via: &'static str,
+        pid: i32,
+        fd: i32,
+        inode: u64,
+        target: String,
+        action: String,
+        how: How,
+        local: Option<String>,
+        peer: Option<String>,
+        state: Option<String>,
+    },
+    After {
+        time: String,
+        via: &'static str,
+        pid: i32,
+        fd: i32,
+        inode: u64,
+        action: String,
+        how: How,
+        state: Option<String>,
+        errno: Option<i32>,
+        verified: bool,
+        outcome: Outcome,
+    },
+}
+
+/// One step with its journal records: `before` fsynced right before shutdown(2), `after` right
+/// after. A journal that cannot be written stops the step before anything is changed.
+pub fn shutdown_journaled(
+    m: &Match,
+    how: How,
+    journal: &mut crate::journal::Journal,
+) -> Result<Outcome, Unavailable> {
+    let fd = m.fd.unwrap_or(-1);
+    let mut announced = false;
+    let (outcome, rec) = shutdown_step(m, how, |rec| {
+        let e = Entry::Before {
+            time: crate::journal::now(),
+            via: "pidfd",
+            pid: m.pid,
+            fd,
+            inode: rec.ino_seen.unwrap_or(m.ino),
+            target: m.target.clone(),
+            action: "shutdown".into(),
+            how,
+            local: rec.local.clone(),
+            peer: rec.peer.clone(),
+            state: rec.state_before.clone(),
+        };
+        journal.record(&e).map_err(|e| e.to_string())?;
+        announced = true;
+        Ok(())
+    })?;
+    if announced {
+        let verified = matches!(outcome, Outcome::Done { verified: true, .. });
+        let e = Entry::After {
+            time: crate::journal::now(),
+            via: "pidfd",
+            pid: m.pid,
+            fd,
+            inode: rec.ino_seen.unwrap_or(m.ino),
+            action: "shutdown".into(),
+            how,
+            state: rec.state_after.clone(),
+            errno: rec.errno,
+            verified,
+            outcome: outcome.clone(),
+        };
+        if let Err(e) = journal.record(&e) {
+            // The change is made; say that its record is missing rather than hide it.
+            return Ok(match outcome {
+                Outcome::Done { verified, note } => Outcome::Done {
+                    verified,
+                    note: Some(format!(
+                        "{}; the journal's after record could not be written: {e}",
+                        note.unwrap_or_default()
+                    )),
+                },
+                o => o,
+            });
+        }
+    }
+    Ok(outcome)
+}
+
+/// With `--no-ptrace`, `--action shutdown` can only go through pidfd: the sentence that refuses
+/// it when this kernel lacks pidfd_getfd (or the test hook turns it off); `None` when it can run.
+pub fn no_ptrace_refusal() -> Option<String> {
+    probe().err().map(|why| {
+        format!(
+            "--no-ptrace: {why}, and without pidfd_getfd --action shutdown could only be done by \
+             stopping the process with ptrace, so nothing was touched (drop --no-ptrace to allow it)"
+        )
+    })
 }
 
 /// Left alone unless our copy is the socket the plan named (Outcome::Changed otherwise).

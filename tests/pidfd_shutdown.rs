@@ -154,7 +154,7 @@ fn library_shutdown_ends_close_wait_without_stopping_the_server() {
 
     let watch = StopWatch::start(pid);
     for (&fd, &ino) in fds.iter().zip(&inodes) {
-        let (outcome, rec) = fdclose::pidfd::shutdown_step(&step(pid, fd, ino), How::Rdwr).unwrap();
+        let (outcome, rec) = fdclose::pidfd::shutdown_step(&step(pid, fd, ino), How::Rdwr, |_| Ok(())).unwrap();
         match outcome {
             Outcome::Done { verified, note } => {
                 assert!(verified, "fd {fd}: not verified: {note:?}");
@@ -162,6 +162,8 @@ fn library_shutdown_ends_close_wait_without_stopping_the_server() {
             o => panic!("fd {fd}: {o:?}"),
         }
         assert_eq!(rec.ino_seen, Some(ino));
+        assert_eq!(rec.local, Some(format!("127.0.0.1:{port}")));
+        assert!(rec.peer.as_deref().unwrap().starts_with("127.0.0.1:"));
         assert_eq!(rec.state_before.as_deref(), Some("close-wait"));
         assert!(
             matches!(rec.state_after.as_deref(), Some("last-ack" | "closed")),
@@ -195,7 +197,10 @@ fn library_shutdown_leaves_a_reused_fd_alone() {
     let ino = fd_inode(pid, fds[0]);
     // Plan names an inode the fd does not hold any more: nothing may happen to the socket.
     let (outcome, rec) =
-        fdclose::pidfd::shutdown_step(&step(pid, fds[0], ino + 1_000_000), How::Rdwr).unwrap();
+        fdclose::pidfd::shutdown_step(&step(pid, fds[0], ino + 1_000_000), How::Rdwr, |_| {
+            panic!("announced a change to the wrong socket")
+        })
+        .unwrap();
     assert_eq!(
         outcome,
         Outcome::Changed {
@@ -208,6 +213,6 @@ fn library_shutdown_leaves_a_reused_fd_alone() {
         Some(&(SockState::CloseWait as u8))
     );
     // A fd the process does not have: gone, not an error.
-    let (outcome, _) = fdclose::pidfd::shutdown_step(&step(pid, 999, ino), How::Rdwr).unwrap();
+    let (outcome, _) = fdclose::pidfd::shutdown_step(&step(pid, 999, ino), How::Rdwr, |_| Ok(())).unwrap();
     assert!(matches!(outcome, Outcome::Gone { .. }), "{outcome:?}");
 }

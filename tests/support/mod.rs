@@ -27,7 +27,9 @@ pub fn repo_root() -> PathBuf {
 /// Compile integration/fixtures/NAME.c (with `extra` gcc flags, e.g. ["-m32"]) once per flag set
 /// into the cargo test temp dir and return the executable's path.
 pub fn build_c_fixture(name: &str, extra: &[&str]) -> PathBuf {
-    let src = repo_root().join("integration/fixtures").join(format!("{name}.c"));
+    let src = repo_root()
+        .join("integration/fixtures")
+        .join(format!("{name}.c"));
     let tag = extra.join("").replace(['-', '='], "");
     let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}{tag}"));
     let fresh = match (std::fs::metadata(&src), std::fs::metadata(&out)) {
@@ -103,7 +105,10 @@ impl Drop for Fixture {
 pub fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
     let end = Instant::now() + limit;
     while !cond() {
-        assert!(Instant::now() < end, "timed out after {limit:?} waiting for {what}");
+        assert!(
+            Instant::now() < end,
+            "timed out after {limit:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
 }
@@ -126,6 +131,8 @@ pub fn fd_table(pid: i32) -> BTreeMap<i32, String> {
 /// Field of /proc/PID/status (e.g. "TracerPid", "State").
 pub fn status_field(pid: i32, key: &str) -> Option<String> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    s.lines()
-        .find_map(|l| l.strip_prefix(&format!("{key}:")).map(|v| v.trim().to_string()))
+    s.lines().find_map(|l| {
+        l.strip_prefix(&format!("{key}:"))
+            .map(|v| v.trim().to_string())
+    })
 }
