@@ -13,6 +13,7 @@
 //! is gone. A cookie that no longer matches the socket on the tuple gets ENOENT from current
 //! kernels (ESTALE from older ones): the stranger is never touched.
 
+use crate::journal::Journal;
 use crate::model::{DiagId, Match, SockState, SocketEntry};
 use crate::plan::Outcome;
 use serde::Serialize;
@@ -372,6 +373,16 @@ impl Destroyer {
     /// Destroy one socket and check it is gone. Never panics on kernel refusals: every failure is
     /// an `Outcome` for this socket alone.
     pub fn destroy(&mut self, m: &Match) -> (Outcome, DestroyRecord) {
+        self.destroy_announced(m, |_| Ok(()))
+    }
+
+    /// As [`Destroyer::destroy`], with `announce` run right before SOCK_DESTROY is sent (the
+    /// journal's `before` record, namespace known); if it fails nothing is sent.
+    pub fn destroy_announced(
+        &mut self,
+        m: &Match,
+        announce: impl FnOnce(&DestroyRecord) -> Result<(), String>,
+    ) -> (Outcome, DestroyRecord) {
         let mut rec = DestroyRecord::of(m);
         let Some(id) = m.socket.as_ref().and_then(SockId::of) else {
             let o = Outcome::Failed {
@@ -405,6 +416,13 @@ impl Destroyer {
             }
         };
         rec.netns = Some(ns);
+        if let Err(e) = announce(&rec) {
+            let o = Outcome::Failed {
+                error: format!("{e}; socket {} -> {} was left alone", id.local, id.peer),
+                errno: None,
+            };
+            return (o, rec);
+        }
 
         let answer = sock.ask(
             &request(SOCK_DESTROY, NLM_F_REQUEST | NLM_F_ACK, seq_d, &id),
@@ -452,10 +470,7 @@ impl Destroyer {
                  it; release the fd with --action close",
                 m.pid, m.comm
             );
-            note = Some(match note {
-                Some(n) => format!("{n}; {owned}"),
-                None => owned,
-            });
+            note = Some(join_note(note, owned));
         }
         (
             Outcome::Done {
@@ -465,6 +480,78 @@ impl Destroyer {
             rec,
         )
     }
+
+    /// One step with its journal records: `before` fsynced right before SOCK_DESTROY, `after`
+    /// right after. A journal that cannot be written stops the step before anything is sent.
+    pub fn destroy_journaled(&mut self, m: &Match, journal: &mut Journal) -> Outcome {
+        let mut announced = false;
+        let (outcome, rec) = self.destroy_announced(m, |rec| {
+            let e = Entry::Before {
+                time: crate::journal::now(),
+                via: "sock_diag",
+                action: "destroy",
+                socket: rec.clone(),
+            };
+            journal.record(&e).map_err(|e| e.to_string())?;
+            announced = true;
+            Ok(())
+        });
+        if !announced {
+            return outcome;
+        }
+        let e = Entry::After {
+            time: crate::journal::now(),
+            via: "sock_diag",
+            action: "destroy",
+            socket: rec,
+            outcome: outcome.clone(),
+        };
+        match journal.record(&e) {
+            Ok(()) => outcome,
+            // The change is made; say that its record is missing rather than hide it.
+            Err(e) => match outcome {
+                Outcome::Done { verified, note } => Outcome::Done {
+                    verified,
+                    note: Some(join_note(
+                        note,
+                        format!("the journal's after record could not be written: {e}"),
+                    )),
+                },
+                o => o,
+            },
+        }
+    }
+}
+
+/// `a; b`, or just `b`.
+pub(crate) fn join_note(a: Option<String>, b: String) -> String {
+    match a {
+        Some(a) if !a.is_empty() => format!("{a}; {b}"),
+        _ => b,
+    }
+}
+
+/// The journal lines of a destroy, "before" and "after" like the engine's: the socket's pid,
+/// namespace, fd, inode, full tuple, state, queues, memory and cookie; after it also the errno,
+/// whether the kernel no longer knows the socket, and the outcome.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum Entry {
+    Before {
+        time: String,
+        via: &'static str,
+        action: &'static str,
+        #[serde(flatten)]
+        socket: DestroyRecord,
+    },
+    After {
+        time: String,
+        via: &'static str,
+        action: &'static str,
+        #[serde(flatten)]
+        socket: DestroyRecord,
+        outcome: Outcome,
+    },
 }
 
 #[cfg(test)]

@@ -293,20 +293,42 @@ pub fn shutdown_step(
 
 /// Address of our copy (its own end, or the peer's), as text; `None` for unnamed or unix sockets.
 fn sock_name(fd: &OwnedFd, peer: bool) -> Option<String> {
-    use nix::sys::socket::{getpeername, getsockname, SockaddrLike, SockaddrStorage};
-    let a: SockaddrStorage = if peer {
-        getpeername(fd.as_raw_fd()).ok()?
-    } else {
-        getsockname(fd.as_raw_fd()).ok()?
+    use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+    // SAFETY: sockaddr_storage is plain data; all-zero is a valid value.
+    let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    let p = (&mut ss as *mut libc::sockaddr_storage).cast::<libc::sockaddr>();
+    // SAFETY: p points at a sockaddr_storage of `len` bytes, which fits every address family.
+    let r = unsafe {
+        if peer {
+            libc::getpeername(fd.as_raw_fd(), p, &mut len)
+        } else {
+            libc::getsockname(fd.as_raw_fd(), p, &mut len)
+        }
     };
-    if let Some(v4) = a.as_sockaddr_in() {
-        return Some(std::net::SocketAddrV4::from(*v4).to_string());
+    if r < 0 {
+        return None;
     }
-    if let Some(v6) = a.as_sockaddr_in6() {
-        return Some(crate::model::unmap(std::net::SocketAddrV6::from(*v6).into()).to_string());
-    }
-    let _ = a.family();
-    None
+    let addr = match ss.ss_family as i32 {
+        libc::AF_INET => {
+            // SAFETY: the kernel wrote a sockaddr_in (family AF_INET) into the storage.
+            let a = unsafe { *(p as *const libc::sockaddr_in) };
+            SocketAddr::new(
+                Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)).into(),
+                u16::from_be(a.sin_port),
+            )
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the kernel wrote a sockaddr_in6 (family AF_INET6) into the storage.
+            let a = unsafe { *(p as *const libc::sockaddr_in6) };
+            crate::model::unmap(SocketAddr::new(
+                Ipv6Addr::from(a.sin6_addr.s6_addr).into(),
+                u16::from_be(a.sin6_port),
+            ))
+        }
+        _ => return None,
+    };
+    Some(addr.to_string())
 }
 
 /// The journal lines of a pidfd shutdown, "before" and "after" as the engine writes them, with
@@ -389,9 +411,9 @@ pub fn shutdown_journaled(
             return Ok(match outcome {
                 Outcome::Done { verified, note } => Outcome::Done {
                     verified,
-                    note: Some(format!(
-                        "{}; the journal's after record could not be written: {e}",
-                        note.unwrap_or_default()
+                    note: Some(crate::destroy::join_note(
+                        note,
+                        format!("the journal's after record could not be written: {e}"),
                     )),
                 },
                 o => o,

@@ -154,7 +154,8 @@ fn library_shutdown_ends_close_wait_without_stopping_the_server() {
 
     let watch = StopWatch::start(pid);
     for (&fd, &ino) in fds.iter().zip(&inodes) {
-        let (outcome, rec) = fdclose::pidfd::shutdown_step(&step(pid, fd, ino), How::Rdwr, |_| Ok(())).unwrap();
+        let (outcome, rec) =
+            fdclose::pidfd::shutdown_step(&step(pid, fd, ino), How::Rdwr, |_| Ok(())).unwrap();
         match outcome {
             Outcome::Done { verified, note } => {
                 assert!(verified, "fd {fd}: not verified: {note:?}");
@@ -213,6 +214,7 @@ fn library_shutdown_leaves_a_reused_fd_alone() {
         Some(&(SockState::CloseWait as u8))
     );
     // A fd the process does not have: gone, not an error.
-    let (outcome, _) = fdclose::pidfd::shutdown_step(&step(pid, 999, ino), How::Rdwr, |_| Ok(())).unwrap();
+    let (outcome, _) =
+        fdclose::pidfd::shutdown_step(&step(pid, 999, ino), How::Rdwr, |_| Ok(())).unwrap();
     assert!(matches!(outcome, Outcome::Gone { .. }), "{outcome:?}");
 }
