@@ -1,1 +1,606 @@
 //! resolve: sockets → inodes → fds of the target processes, in their own network namespaces.
+//!
+//! The work, in order:
+//! 1. find the target processes (`--pid`, `--comm`, or every process) and their fd tables
+//!    ([`fds`]): socket inodes, epoll watch lists;
+//! 2. group them by network namespace and ask the kernel for that namespace's sockets, once per
+//!    namespace and protocol, with the state filter applied in the kernel ([`diag`], entered
+//!    through [`netns`]); when netlink is unavailable, parse /proc/PID/net instead ([`proc_net`]);
+//! 3. join fds to sockets by inode. A socket fd found in no table is `Closed` (its connection is
+//!    gone but the fd still holds it); its protocol comes from the `system.sockprotoname` xattr.
+//!
+//! Nothing here changes any process or socket.
+
+pub mod diag;
+pub mod fds;
+pub mod netns;
+pub mod proc_net;
+
+use crate::model::{Match, Process, Proto, SockState, SocketEntry, Unreadable};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io;
+use std::path::PathBuf;
+
+/// Which processes to look at.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Targets {
+    /// Every process we may read (kernel threads and ourselves excepted).
+    All,
+    /// The named pids plus every process whose comm is one of `comms`.
+    Listed { pids: Vec<i32>, comms: Vec<String> },
+}
+
+/// What to resolve.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Query {
+    pub targets: Targets,
+    /// Which socket kinds to resolve (Tcp/Udp/Unix); fds of other kinds are skipped unless in
+    /// `include_fds`.
+    pub protos: Vec<Proto>,
+    /// OR of `SockState::kernel_bit()`; `u32::MAX` = every state. Pushed down into sock_diag's
+    /// `idiag_states`.
+    pub state_mask: u32,
+    /// Fd numbers to report even if they are not sockets (`--fd`), whatever their state.
+    pub include_fds: Vec<i32>,
+    /// Also return sockets owned by no fd (inode 0), e.g. FIN-WAIT-1 orphans.
+    pub orphans: bool,
+    /// `--netns PATH|PID|NAME`: namespace for orphans when no pid is listed.
+    pub netns: Option<String>,
+}
+
+/// What the resolver found.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Resolution {
+    pub processes: Vec<Process>,
+    /// Every fd of the targets holding a socket of a wanted proto in a wanted state, plus
+    /// `include_fds` (socket `None` for non-sockets). Sorted by pid, then fd.
+    pub matches: Vec<Match>,
+    /// pid 0, comm "-", fd None, ino 0, socket Some(..).
+    pub orphans: Vec<Match>,
+    pub unreadable: Vec<Unreadable>,
+    /// "sock_diag" or "/proc/net" (fallback), for the report.
+    pub source: &'static str,
+    /// Namespace the orphans were listed in (and where SOCK_DESTROY must run): `None` = ours.
+    pub orphans_netns: Option<PathBuf>,
+}
+
+/// Why resolving failed. Each message is one sentence naming the pid or path and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    #[error("no process with pid {pid}")]
+    NoSuchPid { pid: i32 },
+    #[error("no process is named '{comm}' (names are matched exactly against /proc/PID/comm)")]
+    NoSuchComm { comm: String },
+    #[error("cannot read {path}: {} ({})", errno_text(source), hint(source))]
+    Unreadable {
+        pid: i32,
+        path: String,
+        source: io::Error,
+    },
+    #[error("--netns {arg}: {why}")]
+    BadNetns { arg: String, why: String },
+    #[error(
+        "cannot enter the network namespace {path}: {} ({})",
+        errno_text(source),
+        hint(source)
+    )]
+    Netns { path: String, source: io::Error },
+    #[error(
+        "cannot list sockets in {path}: {} ({})",
+        errno_text(source),
+        hint(source)
+    )]
+    Sockets { path: String, source: io::Error },
+}
+
+/// `Permission denied (os error 13)` → `permission denied`: the sentence reads better without the
+/// number.
+pub(crate) fn errno_text(e: &io::Error) -> String {
+    let s = e.to_string();
+    let s = match s.find(" (os error") {
+        Some(i) => s[..i].to_string(),
+        None => s,
+    };
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_lowercase().chain(c).collect(),
+        None => s,
+    }
+}
+
+fn hint(e: &io::Error) -> &'static str {
+    match e.raw_os_error() {
+        Some(libc::EACCES) | Some(libc::EPERM) => "run as root or as the process owner",
+        Some(libc::ENOENT) | Some(libc::ESRCH) => "the process may have exited",
+        _ => "check that /proc is mounted and the process still exists",
+    }
+}
+
+/// TCP_BOUND_INACTIVE (Linux 6.8+): bound, neither listening nor connected. Reported as Closed.
+pub(crate) const TCP_BOUND_INACTIVE: u8 = 13;
+
+/// Resolve the query. Reads /proc and asks the kernel; changes nothing.
+pub fn resolve(q: &Query) -> Result<Resolution, ResolveError> {
+    let me = std::process::id() as i32;
+    let mut unreadable = Vec::new();
+
+    // 1. Targets and their fd tables.
+    let procs = find_processes(&q.targets, me, &mut unreadable)?;
+    let listed = matches!(q.targets, Targets::Listed { .. });
+    let mut tables: Vec<(Process, fds::FdTable)> = Vec::with_capacity(procs.len());
+    for p in procs {
+        match fds::read_fd_table(p.pid) {
+            Ok(t) => tables.push((p, t)),
+            Err(e) if listed => {
+                return Err(match e.source.raw_os_error() {
+                    Some(libc::ENOENT) | Some(libc::ESRCH) => {
+                        ResolveError::NoSuchPid { pid: p.pid }
+                    }
+                    _ => ResolveError::Unreadable {
+                        pid: p.pid,
+                        path: e.path,
+                        source: e.source,
+                    },
+                });
+            }
+            Err(e) => {
+                // Gone since we listed it: not worth a line in the report.
+                if !matches!(
+                    e.source.raw_os_error(),
+                    Some(libc::ENOENT) | Some(libc::ESRCH)
+                ) {
+                    unreadable.push(Unreadable {
+                        pid: p.pid,
+                        reason: format!("cannot read {}: {}", e.path, errno_text(&e.source)),
+                    });
+                }
+            }
+        }
+    }
+
+    // 2. What to ask each namespace for. Fds named by --fd bypass proto and state filters, so
+    // their protocol is dumped in every state.
+    let wanted: Vec<Proto> = dedup_protos(&q.protos);
+    let include: HashSet<i32> = q.include_fds.iter().copied().collect();
+    let closed_wanted = q.state_mask & SockState::Closed.kernel_bit() != 0;
+    // "In no table" can only be told from a dump of every state.
+    let base_mask = if closed_wanted {
+        u32::MAX
+    } else {
+        q.state_mask
+    };
+
+    let mut by_ns: BTreeMap<u64, Vec<usize>> = BTreeMap::new();
+    for (i, (p, _)) in tables.iter().enumerate() {
+        by_ns.entry(p.netns).or_default().push(i);
+    }
+
+    let own_ns = netns::own_netns_inode();
+    let orphan_ns = if q.orphans {
+        Some(orphan_namespace(q, &tables, listed)?)
+    } else {
+        None
+    };
+
+    let mut sockets: HashMap<u64, NsSockets> = HashMap::new();
+    let mut orphans = Vec::new();
+    let mut used_fallback = false;
+    let mut used_diag = false;
+
+    for (&ns, members) in &by_ns {
+        // Protocols needed here, each with its kernel state mask.
+        let mut need: BTreeMap<Proto, u32> = BTreeMap::new();
+        let any_socket = members.iter().any(|&i| !tables[i].1.sockets.is_empty());
+        if !any_socket {
+            continue;
+        }
+        for &p in &wanted {
+            need.insert(p, base_mask);
+        }
+        if !include.is_empty() {
+            for &i in members {
+                let (p, t) = &tables[i];
+                for fd in t.sockets.iter().filter(|s| include.contains(&s.fd)) {
+                    let proto = fds::socket_proto(p.pid, fd.fd);
+                    if proto != Proto::Other {
+                        need.insert(proto, u32::MAX);
+                    }
+                }
+            }
+        }
+        let with_orphans = matches!(&orphan_ns, Some(o) if o.inode == ns);
+        if with_orphans {
+            let m = need.entry(Proto::Tcp).or_insert(0);
+            *m |= q.state_mask;
+        }
+        let path = netns::NsPath::of_pid(tables[members[0]].0.pid);
+        let leader = tables[members[0]].0.pid;
+        let (table, source) = dump_namespace(&path, ns == own_ns, leader, &need)?;
+        used_fallback |= source == Source::ProcNet;
+        used_diag |= source == Source::Diag;
+        if with_orphans {
+            orphans.extend(orphans_of(&table, q.state_mask));
+        }
+        sockets.insert(ns, table);
+    }
+
+    // Orphans from a namespace no target lives in (--netns, or ours when nothing is listed).
+    if let Some(o) = &orphan_ns {
+        if !sockets.contains_key(&o.inode) {
+            let mut need = BTreeMap::new();
+            need.insert(Proto::Tcp, q.state_mask);
+            let (table, source) = dump_namespace(&o.path, o.inode == own_ns, 0, &need)?;
+            used_fallback |= source == Source::ProcNet;
+            used_diag |= source == Source::Diag;
+            orphans.extend(orphans_of(&table, q.state_mask));
+        }
+    }
+
+    // 3. Join.
+    let empty = NsSockets::default();
+    let mut matches = Vec::new();
+    for (p, t) in &tables {
+        let table = sockets.get(&p.netns).unwrap_or(&empty);
+        let watchers = t.epoll_watchers();
+        let push = |matches: &mut Vec<Match>, fd: i32, ino: u64, target: String, s| {
+            matches.push(Match {
+                pid: p.pid,
+                comm: p.comm.clone(),
+                fd: Some(fd),
+                ino,
+                target,
+                socket: s,
+                epoll: watchers.get(&(fd, ino)).cloned().unwrap_or_default(),
+            })
+        };
+        for s in &t.sockets {
+            let included = include.contains(&s.fd);
+            let entry = match table.by_inode.get(&s.inode) {
+                Some(e) => {
+                    let ok = included
+                        || (wanted.contains(&e.proto) && e.state.kernel_bit() & q.state_mask != 0);
+                    ok.then(|| e.clone())
+                }
+                None if closed_wanted || included => {
+                    let proto = fds::socket_proto(p.pid, s.fd);
+                    (included || wanted.contains(&proto))
+                        .then(|| SocketEntry::closed_fd(s.inode, proto))
+                }
+                None => None,
+            };
+            if let Some(e) = entry {
+                push(
+                    &mut matches,
+                    s.fd,
+                    s.inode,
+                    format!("socket:[{}]", s.inode),
+                    Some(e),
+                );
+            }
+        }
+        for &fd in &q.include_fds {
+            if t.sockets.iter().any(|s| s.fd == fd) {
+                continue;
+            }
+            match fds::describe_fd(p.pid, fd) {
+                Ok((target, ino)) => push(&mut matches, fd, ino, target, None),
+                Err(e) if listed && e.kind() == io::ErrorKind::NotFound => {}
+                Err(_) => {}
+            }
+        }
+    }
+    matches.sort_by_key(|m| (m.pid, m.fd));
+
+    Ok(Resolution {
+        processes: tables.into_iter().map(|(p, _)| p).collect(),
+        matches,
+        orphans,
+        unreadable,
+        source: if used_fallback && !used_diag {
+            "/proc/net"
+        } else {
+            "sock_diag"
+        },
+        orphans_netns: orphan_ns.and_then(|o| (o.inode != own_ns).then(|| o.path.0)),
+    })
+}
+
+fn dedup_protos(p: &[Proto]) -> Vec<Proto> {
+    let mut v: Vec<Proto> = p.iter().copied().filter(|p| *p != Proto::Other).collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
+/// Sockets no fd owns, as matches. Request sockets (NEW_SYN_RECV) belong to their listener.
+fn orphans_of(table: &NsSockets, mask: u32) -> Vec<Match> {
+    table
+        .unowned
+        .iter()
+        .filter(|e| e.proto == Proto::Tcp && e.state != SockState::NewSynRecv)
+        .filter(|e| e.state.kernel_bit() & mask != 0)
+        .map(|e| Match {
+            pid: 0,
+            comm: "-".to_string(),
+            fd: None,
+            ino: 0,
+            target: String::new(),
+            socket: Some(e.clone()),
+            epoll: Vec::new(),
+        })
+        .collect()
+}
+
+/// One namespace's sockets: those with an inode (owned by some fd, maybe not ours) and those
+/// without (orphans, time-wait and request sockets).
+#[derive(Debug, Default)]
+struct NsSockets {
+    by_inode: HashMap<u64, SocketEntry>,
+    unowned: Vec<SocketEntry>,
+}
+
+impl NsSockets {
+    fn add(&mut self, e: SocketEntry) {
+        if e.inode == 0 {
+            self.unowned.push(e);
+        } else {
+            self.by_inode.insert(e.inode, e);
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Source {
+    Diag,
+    ProcNet,
+}
+
+/// One namespace's sockets of the protocols in `need`, each dumped with its state mask: through
+/// sock_diag when we can, else from /proc/PID/net of `procnet_pid` (a process in that namespace).
+fn dump_namespace(
+    path: &netns::NsPath,
+    is_own: bool,
+    procnet_pid: i32,
+    need: &BTreeMap<Proto, u32>,
+) -> Result<(NsSockets, Source), ResolveError> {
+    let mut out = NsSockets::default();
+    let opened = if is_own {
+        diag::DiagSocket::open()
+    } else {
+        diag::DiagSocket::open_in(path)
+    };
+    let mut sock = match opened {
+        Ok(s) => Some(s),
+        Err(e) if procnet_pid != 0 || is_own => {
+            let _ = e; // netlink or setns unavailable: /proc/PID/net shows the same namespace
+            None
+        }
+        Err(source) => {
+            return Err(ResolveError::Netns {
+                path: path.0.display().to_string(),
+                source,
+            })
+        }
+    };
+    let mut source = Source::Diag;
+    for (&proto, &mask) in need {
+        if let Some(s) = sock.as_mut() {
+            let mut got = Vec::new();
+            let r = match proto {
+                Proto::Tcp => s.inet_sockets(diag::IPPROTO_TCP, mask, |e| got.push(e)),
+                Proto::Udp => s.inet_sockets(diag::IPPROTO_UDP, mask, |e| got.push(e)),
+                Proto::Unix => s.unix_sockets(mask, |e| got.push(e)),
+                Proto::Other => Ok(()),
+            };
+            match r {
+                Ok(()) => {
+                    for e in got {
+                        if e.state.kernel_bit() & mask != 0 {
+                            out.add(e);
+                        }
+                    }
+                    continue;
+                }
+                // The diag module for this protocol is missing or refuses us: fall back.
+                Err(e) if fallback_errno(&e) => {}
+                Err(e) => {
+                    return Err(ResolveError::Sockets {
+                        path: path.0.display().to_string(),
+                        source: e,
+                    })
+                }
+            }
+        }
+        source = Source::ProcNet;
+        let pid = if is_own && procnet_pid == 0 {
+            None
+        } else {
+            Some(procnet_pid)
+        };
+        let entries = proc_net::read_table(pid, proto).map_err(|source| ResolveError::Sockets {
+            path: proc_net::table_dir(pid),
+            source,
+        })?;
+        for e in entries {
+            if e.state.kernel_bit() & mask != 0 {
+                out.add(e);
+            }
+        }
+    }
+    Ok((out, source))
+}
+
+/// Errors after which /proc/PID/net is worth trying: no sock_diag for this protocol or family
+/// (module not loaded), or netlink refused to us.
+fn fallback_errno(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::ENOENT)
+            | Some(libc::EPROTONOSUPPORT)
+            | Some(libc::EAFNOSUPPORT)
+            | Some(libc::EOPNOTSUPP)
+            | Some(libc::EACCES)
+            | Some(libc::EPERM)
+            | Some(libc::EINVAL)
+    )
+}
+
+/// The namespace orphans are listed in.
+struct OrphanNs {
+    inode: u64,
+    path: netns::NsPath,
+}
+
+fn orphan_namespace(
+    q: &Query,
+    tables: &[(Process, fds::FdTable)],
+    listed: bool,
+) -> Result<OrphanNs, ResolveError> {
+    if let Some(arg) = &q.netns {
+        let path = netns::NsPath::parse(arg).map_err(|why| ResolveError::BadNetns {
+            arg: arg.clone(),
+            why,
+        })?;
+        let inode = path.inode().map_err(|e| ResolveError::BadNetns {
+            arg: arg.clone(),
+            why: format!("cannot read {}: {}", path.0.display(), errno_text(&e)),
+        })?;
+        return Ok(OrphanNs { inode, path });
+    }
+    if listed {
+        if let Some((p, _)) = tables.first() {
+            return Ok(OrphanNs {
+                inode: p.netns,
+                path: netns::NsPath::of_pid(p.pid),
+            });
+        }
+    }
+    Ok(OrphanNs {
+        inode: netns::own_netns_inode(),
+        path: netns::NsPath::own(),
+    })
+}
+
+/// Target processes, with comm and network namespace.
+fn find_processes(
+    targets: &Targets,
+    me: i32,
+    unreadable: &mut Vec<Unreadable>,
+) -> Result<Vec<Process>, ResolveError> {
+    let _ = unreadable;
+    match targets {
+        Targets::Listed { pids, comms } => {
+            let mut out: Vec<Process> = Vec::new();
+            for &pid in pids {
+                if pid <= 0 {
+                    return Err(ResolveError::NoSuchPid { pid });
+                }
+                let info = fds::read_stat(pid).map_err(|e| match e.raw_os_error() {
+                    Some(libc::ENOENT) | Some(libc::ESRCH) => ResolveError::NoSuchPid { pid },
+                    _ => ResolveError::Unreadable {
+                        pid,
+                        path: format!("/proc/{pid}/stat"),
+                        source: e,
+                    },
+                })?;
+                let netns = netns::netns_inode(pid).map_err(|e| match e.raw_os_error() {
+                    Some(libc::ENOENT) | Some(libc::ESRCH) => ResolveError::NoSuchPid { pid },
+                    _ => ResolveError::Unreadable {
+                        pid,
+                        path: format!("/proc/{pid}/ns/net"),
+                        source: e,
+                    },
+                })?;
+                out.push(Process {
+                    pid,
+                    comm: info.comm,
+                    netns,
+                });
+            }
+            if !comms.is_empty() {
+                let mut seen: HashSet<&str> = HashSet::new();
+                for pid in fds::all_pids() {
+                    if pid == me || out.iter().any(|p| p.pid == pid) {
+                        continue;
+                    }
+                    let Ok(info) = fds::read_stat(pid) else {
+                        continue;
+                    };
+                    if info.kernel_thread {
+                        continue;
+                    }
+                    if let Some(c) = comms.iter().find(|c| **c == info.comm) {
+                        seen.insert(c.as_str());
+                        let Ok(netns) = netns::netns_inode(pid) else {
+                            continue;
+                        };
+                        out.push(Process {
+                            pid,
+                            comm: info.comm,
+                            netns,
+                        });
+                    }
+                }
+                for c in comms {
+                    let by_pid = out.iter().any(|p| &p.comm == c);
+                    if !seen.contains(c.as_str()) && !by_pid {
+                        return Err(ResolveError::NoSuchComm { comm: c.clone() });
+                    }
+                }
+            }
+            out.sort_by_key(|p| p.pid);
+            Ok(out)
+        }
+        Targets::All => {
+            let mut out = Vec::new();
+            for pid in fds::all_pids() {
+                if pid == me {
+                    continue;
+                }
+                let Ok(info) = fds::read_stat(pid) else {
+                    continue;
+                };
+                if info.kernel_thread {
+                    continue;
+                }
+                match netns::netns_inode(pid) {
+                    Ok(netns) => out.push(Process {
+                        pid,
+                        comm: info.comm,
+                        netns,
+                    }),
+                    Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ESRCH)) => {}
+                    Err(e) => unreadable.push(Unreadable {
+                        pid,
+                        reason: format!("cannot read /proc/{pid}/ns/net: {}", errno_text(&e)),
+                    }),
+                }
+            }
+            Ok(out)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errno_text_is_lower_case_without_number() {
+        let e = io::Error::from_raw_os_error(libc::EACCES);
+        assert_eq!(errno_text(&e), "permission denied");
+        let err = ResolveError::Unreadable {
+            pid: 812,
+            path: "/proc/812/fd".into(),
+            source: e,
+        };
+        assert_eq!(
+            err.to_string(),
+            "cannot read /proc/812/fd: permission denied (run as root or as the process owner)"
+        );
+        assert_eq!(
+            ResolveError::NoSuchPid { pid: 4242 }.to_string(),
+            "no process with pid 4242"
+        );
+    }
+}
