@@ -238,12 +238,13 @@ impl Destroyer {
             Ok(Some(_)) => false,
         };
         let mut note = match check {
+            Ok(None) => Some(released(&rec)),
             Ok(Some(still)) => Some(format!(
                 "the kernel accepted SOCK_DESTROY but still lists the socket ({})",
                 still.state
             )),
             Err(e) if !rec.verified => Some(format!("could not check the socket is gone: {e}")),
-            _ => None,
+            Err(_) => Some(released(&rec)),
         };
         if let Some(fd) = m.fd {
             let owned = format!(
@@ -302,6 +303,18 @@ impl Destroyer {
             },
         }
     }
+}
+
+/// What the kernel let go of, in the operator's words.
+fn released(rec: &DestroyRecord) -> String {
+    let mut s = format!("released send-q {} bytes", rec.send_q);
+    if rec.recv_q > 0 {
+        s.push_str(&format!(", recv-q {} bytes", rec.recv_q));
+    }
+    if let Some(mem) = rec.mem {
+        s.push_str(&format!(", {mem} bytes of socket memory"));
+    }
+    s
 }
 
 /// `a; b`, or just `b`.

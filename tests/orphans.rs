@@ -252,3 +252,195 @@ fn library_destroys_orphans_inside_a_test_netns() {
     drop(o);
     drop(ns);
 }
+
+// ---- through the fdclose binary ----------------------------------------------------------------
+
+/// Run fdclose; returns its exit code, its stdout's JSON lines, and its stderr.
+fn fdclose_json(args: &[&str]) -> (i32, Vec<serde_json::Value>, String) {
+    let out = fdclose().args(args).output().expect("run fdclose");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let lines = stdout
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    (
+        out.status.code().unwrap_or(-1),
+        lines,
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+fn of_type<'a>(lines: &'a [serde_json::Value], ty: &str) -> Vec<&'a serde_json::Value> {
+    lines.iter().filter(|v| v["type"] == ty).collect()
+}
+
+/// Bytes a listed socket holds in the kernel (MemInfo::total of its `mem` object).
+fn mem_of(v: &serde_json::Value) -> u64 {
+    let m = &v["mem"];
+    ["rmem_alloc", "wmem_queued", "fwd_alloc", "optmem"]
+        .iter()
+        .map(|k| m[k].as_u64().unwrap_or_else(|| panic!("no mem.{k} in {v}")))
+        .sum()
+}
+
+/// `ip netns` name or our own namespace, as fdclose's --netns takes it.
+fn ns_args(netns: Option<&str>) -> Vec<String> {
+    match netns {
+        Some(ns) => vec!["--netns".into(), format!("/run/netns/{ns}")],
+        None => vec![],
+    }
+}
+
+/// List the fixture's orphans with fdclose and check them against ss and the fixture; then
+/// destroy them, check they are gone, and check the journal. Returns (send-q, memory) freed.
+fn list_and_destroy(o: &Orphans, netns: Option<&str>) -> (u64, u64) {
+    let port = o.port.to_string();
+    let journal = tempfile::tempdir().unwrap();
+    let jpath = journal.path().join("journal.jsonl");
+    let mut select: Vec<String> = vec![
+        "--orphans".into(),
+        "--state".into(),
+        "fin-wait-1".into(),
+        "--local-port".into(),
+        port.clone(),
+        "--json".into(),
+    ];
+    select.extend(ns_args(netns));
+    let sel: Vec<&str> = select.iter().map(String::as_str).collect();
+
+    let ss = ss_finwait(netns, o.port);
+    assert_eq!(ss.len(), o.count);
+    let (code, lines, err) = fdclose_json(&[&sel[..], &["--dry-run"]].concat());
+    assert_eq!(code, 0, "{err}");
+    let socks = of_type(&lines, "socket");
+    assert_eq!(socks.len(), o.count, "{lines:?}");
+    for s in &socks {
+        assert_eq!(s["pid"], 0);
+        assert!(s["fd"].is_null());
+        assert_eq!(s["inode"], 0);
+        assert_eq!(s["local"], format!("127.0.0.1:{port}"));
+        // Each one exactly as ss sees it: same peer, same queue, same memory.
+        let peer: SocketAddr = s["peer"].as_str().unwrap().parse().unwrap();
+        let twin = ss
+            .iter()
+            .find(|x| x.peer == peer)
+            .expect("ss lists the same peer");
+        assert_eq!(s["send_q"].as_u64(), Some(twin.send_q));
+        assert_eq!(s["recv_q"].as_u64(), Some(twin.recv_q));
+        assert_eq!(mem_of(s), twin.mem, "memory of {peer}");
+    }
+    let send_q: u64 = socks.iter().map(|s| s["send_q"].as_u64().unwrap()).sum();
+    let mem: u64 = socks.iter().map(|s| mem_of(s)).sum();
+    assert_eq!(send_q, o.send_q, "fdclose's Send-Q total vs the fixture's");
+    assert_eq!(send_q, ss.iter().map(|s| s.send_q).sum::<u64>());
+    let summary = of_type(&lines, "summary");
+    assert_eq!(summary.len(), 1);
+    assert_eq!(summary[0]["send_q"].as_u64(), Some(send_q));
+    assert_eq!(summary[0]["sockets"].as_u64(), Some(o.count as u64));
+
+    // Destroy them all.
+    let jarg = jpath.to_str().unwrap();
+    let (code, lines, err) = fdclose_json(
+        &[
+            &sel[..],
+            &["--action", "destroy", "--yes", "--journal", jarg],
+        ]
+        .concat(),
+    );
+    assert_eq!(code, 0, "{err}");
+    let results = of_type(&lines, "result");
+    assert_eq!(results.len(), o.count, "{lines:?}");
+    for r in &results {
+        assert_eq!(r["outcome"], "done", "{r}");
+        assert_eq!(r["verified"], true, "{r}");
+        assert!(
+            r["note"].as_str().unwrap().contains("released send-q"),
+            "{r}"
+        );
+    }
+    assert!(
+        ss_finwait(netns, o.port).is_empty(),
+        "orphans left after destroy"
+    );
+    // Listing again finds nothing: exit 1, and nothing is held any more.
+    let (code, lines, _) = fdclose_json(&[&sel[..], &["--dry-run"]].concat());
+    assert_eq!(code, 1);
+    assert!(of_type(&lines, "socket").is_empty());
+
+    // The journal: a before and an after per socket, fsynced lines with the exact identity.
+    let text = std::fs::read_to_string(&jpath).unwrap();
+    let entries: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(entries.len(), 2 * o.count, "{text}");
+    let ns_ino = match netns {
+        Some(ns) => std::fs::metadata(format!("/run/netns/{ns}")).unwrap(),
+        None => std::fs::metadata("/proc/self/ns/net").unwrap(),
+    };
+    use std::os::unix::fs::MetadataExt;
+    for pair in entries.chunks(2) {
+        let (b, a) = (&pair[0], &pair[1]);
+        assert_eq!(b["type"], "before");
+        assert_eq!(a["type"], "after");
+        for e in [b, a] {
+            assert_eq!(e["action"], "destroy");
+            assert_eq!(e["via"], "sock_diag");
+            assert_eq!(e["pid"], 0);
+            assert_eq!(e["netns"].as_u64(), Some(ns_ino.ino()));
+            assert!(e["cookie"].as_u64().is_some());
+            assert_eq!(e["local"], format!("127.0.0.1:{port}"));
+        }
+        assert_eq!(a["verified"], true);
+        assert_eq!(a["cookie"], b["cookie"]);
+        assert_eq!(a["outcome"]["outcome"], "done");
+    }
+    (send_q, mem)
+}
+
+#[test]
+fn cli_lists_and_destroys_twenty_finwait1_orphans() {
+    let o = orphans(None);
+    let (send_q, mem) = list_and_destroy(&o, None);
+    eprintln!(
+        "MEASURED: {} orphans, send-q {send_q} bytes, socket memory {mem} bytes before; 0 after",
+        o.count
+    );
+}
+
+#[test]
+fn cli_destroys_orphans_inside_a_test_netns() {
+    let ns = Netns::new("cli");
+    let o = orphans(Some(&ns.0));
+    // Not visible from our namespace without --netns.
+    let port = o.port.to_string();
+    let (code, _, _) = fdclose_json(&[
+        "--orphans",
+        "--state",
+        "fin-wait-1",
+        "--local-port",
+        &port,
+        "--dry-run",
+        "--json",
+    ]);
+    assert_eq!(code, 1, "orphans of another namespace listed from ours");
+    // --netns by PID (the fixture lives in the namespace) sees them.
+    let pid = o.fx.pid().to_string();
+    let (code, lines, err) = fdclose_json(&[
+        "--orphans",
+        "--netns",
+        &pid,
+        "--state",
+        "fin-wait-1",
+        "--local-port",
+        &port,
+        "--dry-run",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(of_type(&lines, "socket").len(), 20);
+    list_and_destroy(&o, Some(&ns.0));
+    drop(o);
+    drop(ns);
+}

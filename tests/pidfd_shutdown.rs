@@ -218,3 +218,157 @@ fn library_shutdown_leaves_a_reused_fd_alone() {
         fdclose::pidfd::shutdown_step(&step(pid, 999, ino), How::Rdwr, |_| Ok(())).unwrap();
     assert!(matches!(outcome, Outcome::Gone { .. }), "{outcome:?}");
 }
+
+// ---- through the fdclose binary ----------------------------------------------------------------
+
+/// Run fdclose with `env`; returns exit code, stdout JSON lines, stderr.
+fn run(args: &[&str], env: &[(&str, &str)]) -> (i32, Vec<serde_json::Value>, String) {
+    let mut c = fdclose();
+    c.args(args);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let out = c.output().expect("run fdclose");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let lines = stdout
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    (
+        out.status.code().unwrap_or(-1),
+        lines,
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+fn journal_entries(path: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// `fdclose --pid P --state close-wait --action shutdown --yes --json` (+ extra args), with the
+/// server's CLOSE-WAIT sockets checked before and after. Returns the journal.
+fn shutdown_via_cli(env: &[(&str, &str)], pidfd_expected: bool) -> Vec<serde_json::Value> {
+    let (mut fx, port) = server();
+    let pid = fx.pid();
+    let fds = leak(&mut fx, port, 3);
+    let inodes: Vec<u64> = fds.iter().map(|&fd| fd_inode(pid, fd)).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let jpath = dir.path().join("journal.jsonl");
+    let pid_s = pid.to_string();
+
+    let watch = StopWatch::start(pid);
+    let (code, lines, err) = run(
+        &[
+            "--pid",
+            &pid_s,
+            "--state",
+            "close-wait",
+            "--action",
+            "shutdown",
+            "--yes",
+            "--json",
+            "--journal",
+            jpath.to_str().unwrap(),
+        ],
+        env,
+    );
+    let (bad, samples) = watch.finish();
+    assert_eq!(code, 0, "{err}");
+    assert!(samples > 0);
+    if pidfd_expected {
+        assert!(
+            bad.is_empty(),
+            "the server was ptrace-stopped or traced: {bad:?}"
+        );
+    }
+
+    let results: Vec<_> = lines.iter().filter(|v| v["type"] == "result").collect();
+    assert_eq!(results.len(), 3, "{lines:?}");
+    for r in &results {
+        assert_eq!(r["outcome"], "done", "{r}");
+        assert_eq!(r["verified"], true, "{r}");
+    }
+    // Fds kept, on the same sockets; the connections ended; the server still serves.
+    let table = fd_table(pid);
+    for (&fd, &ino) in fds.iter().zip(&inodes) {
+        assert_eq!(table.get(&fd), Some(&format!("socket:[{ino}]")));
+    }
+    wait_for("connections to leave close-wait", LIMIT, || {
+        let now = tcp_states(pid);
+        inodes
+            .iter()
+            .all(|i| now.get(i) != Some(&(SockState::CloseWait as u8)))
+    });
+    assert!(ping(port).starts_with("pong"));
+    journal_entries(&jpath)
+}
+
+#[test]
+fn cli_shutdown_uses_pidfd_and_never_stops_the_server() {
+    let j = shutdown_via_cli(&[], true);
+    // pidfd records only: before + after per fd, no engine attach.
+    assert_eq!(j.len(), 6, "{j:?}");
+    assert!(j.iter().all(|e| e["via"] == "pidfd"), "{j:?}");
+    for pair in j.chunks(2) {
+        assert_eq!(pair[0]["type"], "before");
+        assert_eq!(pair[0]["state"], "close-wait");
+        assert_eq!(pair[1]["type"], "after");
+        assert_eq!(pair[1]["verified"], true);
+        assert_eq!(pair[0]["fd"], pair[1]["fd"]);
+        assert_eq!(pair[0]["inode"], pair[1]["inode"]);
+    }
+}
+
+#[test]
+fn cli_shutdown_falls_back_to_the_engine_without_pidfd() {
+    let j = shutdown_via_cli(&[("FDCLOSE_FORCE_NO_PIDFD", "1")], false);
+    // The engine did it: it attached, and no pidfd record exists.
+    assert!(j.iter().any(|e| e["type"] == "attach"), "{j:?}");
+    assert!(j.iter().all(|e| e["via"] != "pidfd"), "{j:?}");
+}
+
+#[test]
+fn cli_shutdown_without_pidfd_and_without_ptrace_refuses() {
+    let (mut fx, port) = server();
+    let pid = fx.pid();
+    let fds = leak(&mut fx, port, 1);
+    let ino = fd_inode(pid, fds[0]);
+    let dir = tempfile::tempdir().unwrap();
+    let jpath = dir.path().join("journal.jsonl");
+    let pid_s = pid.to_string();
+    let watch = StopWatch::start(pid);
+    let (code, _, err) = run(
+        &[
+            "--pid",
+            &pid_s,
+            "--state",
+            "close-wait",
+            "--action",
+            "shutdown",
+            "--no-ptrace",
+            "--yes",
+            "--journal",
+            jpath.to_str().unwrap(),
+        ],
+        &[("FDCLOSE_FORCE_NO_PIDFD", "1")],
+    );
+    let (bad, _) = watch.finish();
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("--no-ptrace") && err.contains("pidfd"),
+        "{err}"
+    );
+    assert!(err.contains("nothing was touched"), "{err}");
+    assert!(bad.is_empty(), "{bad:?}");
+    assert_eq!(
+        tcp_states(pid).get(&ino),
+        Some(&(SockState::CloseWait as u8)),
+        "the socket was touched"
+    );
+    assert!(journal_entries(&jpath).is_empty());
+}
