@@ -3,10 +3,13 @@
 
 use clap::Parser;
 use color_eyre::eyre::{eyre, Result, WrapErr};
+use fdclose::act::{self, ActOptions};
 use fdclose::cli::Args;
 use fdclose::config::{Config, Output};
+use fdclose::engine::{self, EngineOptions};
+use fdclose::journal::Journal;
 use fdclose::model::{Match, Unreadable};
-use fdclose::plan::Plan;
+use fdclose::plan::{Action, Outcome, Plan};
 use fdclose::report;
 use fdclose::resolve::{self, ResolveError};
 use std::io::{BufRead, IsTerminal, Write};
@@ -115,16 +118,53 @@ fn act(cfg: &Config, plan: &Plan, unreadable: usize) -> Result<u8> {
     execute(cfg, plan)
 }
 
-/// Ask the engine whether each target can be acted on at all, before asking the operator.
-fn precheck_targets(_cfg: &Config, _plan: &Plan) -> Result<()> {
+/// Ask the engine whether each target can be acted on at all, before asking the operator, so a
+/// refusal (pid 1, a traced process, a kernel thread...) comes before the question.
+fn precheck_targets(cfg: &Config, plan: &Plan) -> Result<()> {
+    if cfg.no_ptrace || plan.action == Action::Destroy {
+        return Ok(());
+    }
+    let opts = act_options(cfg);
+    for pid in plan.pids().into_iter().filter(|&p| p > 0) {
+        engine::check_target(pid, &opts.engine)?;
+    }
     Ok(())
 }
 
-fn execute(_cfg: &Config, _plan: &Plan) -> Result<u8> {
-    Err(eyre!(
-        "acting is not built yet in this build of fdclose, so nothing was touched: use --dry-run \
-         to see what would be done"
-    ))
+fn act_options(cfg: &Config) -> ActOptions {
+    ActOptions {
+        engine: EngineOptions {
+            freeze: cfg.freeze,
+            tid: cfg.tid,
+            allow_pid1: cfg.allow_pid1,
+            ..EngineOptions::default()
+        },
+        no_ptrace: cfg.no_ptrace,
+    }
+}
+
+/// Carry out the confirmed plan, print what happened to each step and where the journal is.
+fn execute(cfg: &Config, plan: &Plan) -> Result<u8> {
+    let mut journal = Journal::open(cfg.journal.as_deref())?;
+    let results = act::execute(plan, &act_options(cfg), &mut journal);
+    let pairs: Vec<(&Match, &Outcome)> = results.iter().map(|r| (&r.step, &r.outcome)).collect();
+    match cfg.output {
+        Output::Json => print(&report::results_json_lines(plan.action, &pairs)),
+        Output::Table | Output::Summary => print(&report::results_text(plan.action, &pairs)),
+    }
+    eprintln!("fdclose: journal: {}", journal.path().display());
+    let failed = results
+        .iter()
+        .filter(|r| matches!(r.outcome, Outcome::Failed { .. }))
+        .count();
+    if failed > 0 || results.len() != plan.steps.len() {
+        eprintln!(
+            "fdclose: error: {failed} of {} steps failed (reasons above)",
+            plan.steps.len()
+        );
+        return Ok(ERROR);
+    }
+    Ok(FOUND)
 }
 
 /// `Close 12 sockets in 1 process? [y/N]` on the terminal.
