@@ -338,6 +338,13 @@ fn list_and_destroy(o: &Orphans, netns: Option<&str>) -> (u64, u64) {
     assert_eq!(summary.len(), 1);
     assert_eq!(summary[0]["send_q"].as_u64(), Some(send_q));
     assert_eq!(summary[0]["sockets"].as_u64(), Some(o.count as u64));
+    // What the orphans hold, as the audit reports it: count, queues and memory.
+    let orph = &summary[0]["orphans"];
+    assert_eq!(orph["sockets"].as_u64(), Some(o.count as u64));
+    assert_eq!(orph["send_q"].as_u64(), Some(send_q));
+    assert_eq!(orph["mem"].as_u64(), Some(mem));
+    assert_eq!(orph["by_state"]["fin-wait-1"]["send_q"].as_u64(), Some(send_q));
+    assert_eq!(orph["by_peer"]["127.0.0.1"]["mem"].as_u64(), Some(mem));
 
     // Destroy them all.
     let jarg = jpath.to_str().unwrap();
