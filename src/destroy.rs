@@ -150,15 +150,17 @@ impl Destroyer {
     /// The sock_diag socket for namespace `ns`, opened on first use; returns its inode too.
     fn socket_for(&mut self, ns: &NsPath) -> io::Result<(u64, &mut DiagSocket)> {
         let ino = ns.inode()?;
-        if !self.sockets.contains_key(&ino) {
-            let s = if ino == crate::resolve::netns::own_netns_inode() {
-                DiagSocket::open()?
-            } else {
-                DiagSocket::open_in(ns)?
-            };
-            self.sockets.insert(ino, s);
-        }
-        Ok((ino, self.sockets.get_mut(&ino).expect("just inserted")))
+        let sock = match self.sockets.entry(ino) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(if ino == crate::resolve::netns::own_netns_inode() {
+                    DiagSocket::open()?
+                } else {
+                    DiagSocket::open_in(ns)?
+                })
+            }
+        };
+        Ok((ino, sock))
     }
 
     /// Destroy one socket and check it is gone. Never panics on kernel refusals: every failure is

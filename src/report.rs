@@ -701,17 +701,14 @@ impl OrphanGroup {
     }
 }
 
+/// Orphan groups keyed by state name or peer address.
+type OrphanGroups = BTreeMap<String, OrphanGroup>;
+
 /// Orphans grouped by state and by peer address, with their totals.
-fn orphan_groups(
-    matches: &[Match],
-) -> Option<(
-    OrphanGroup,
-    BTreeMap<String, OrphanGroup>,
-    BTreeMap<String, OrphanGroup>,
-)> {
+fn orphan_groups(matches: &[Match]) -> Option<(OrphanGroup, OrphanGroups, OrphanGroups)> {
     let mut total = OrphanGroup::default();
-    let mut by_state: BTreeMap<String, OrphanGroup> = BTreeMap::new();
-    let mut by_peer: BTreeMap<String, OrphanGroup> = BTreeMap::new();
+    let mut by_state = OrphanGroups::new();
+    let mut by_peer = OrphanGroups::new();
     for m in matches.iter().filter(|m| is_orphan(m)) {
         let s = m.socket.as_ref().expect("orphans are sockets");
         total.add(m);
@@ -730,7 +727,7 @@ fn orphan_summary(matches: &[Match]) -> String {
     let Some((total, by_state, by_peer)) = orphan_groups(matches) else {
         return String::new();
     };
-    let rows = |g: BTreeMap<String, OrphanGroup>| -> Vec<Vec<String>> {
+    let rows = |g: OrphanGroups| -> Vec<Vec<String>> {
         let mut v: Vec<(String, OrphanGroup)> = g.into_iter().collect();
         v.sort_by(|(ka, a), (kb, b)| b.mem.cmp(&a.mem).then(ka.cmp(kb)));
         v.into_iter()

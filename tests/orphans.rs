@@ -343,7 +343,10 @@ fn list_and_destroy(o: &Orphans, netns: Option<&str>) -> (u64, u64) {
     assert_eq!(orph["sockets"].as_u64(), Some(o.count as u64));
     assert_eq!(orph["send_q"].as_u64(), Some(send_q));
     assert_eq!(orph["mem"].as_u64(), Some(mem));
-    assert_eq!(orph["by_state"]["fin-wait-1"]["send_q"].as_u64(), Some(send_q));
+    assert_eq!(
+        orph["by_state"]["fin-wait-1"]["send_q"].as_u64(),
+        Some(send_q)
+    );
     assert_eq!(orph["by_peer"]["127.0.0.1"]["mem"].as_u64(), Some(mem));
 
     // Destroy them all.
