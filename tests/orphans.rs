@@ -34,6 +34,10 @@ fn fixture_bin() -> std::path::PathBuf {
 
 /// Start the fixture (inside `netns` when given: `ip netns exec` execs it, same pid).
 fn orphans(netns: Option<&str>) -> Orphans {
+    orphans_n(netns, 20)
+}
+
+fn orphans_n(netns: Option<&str>, n: usize) -> Orphans {
     let bin = fixture_bin();
     let mut cmd = match netns {
         Some(ns) => {
@@ -43,7 +47,7 @@ fn orphans(netns: Option<&str>) -> Orphans {
         }
         None => Command::new(&bin),
     };
-    cmd.arg("20");
+    cmd.arg(n.to_string());
     let mut fx = Fixture::spawn(&mut cmd);
     let ready = fx.expect_line("READY");
     let sendq: u64 = field(&ready, "sendq").parse().unwrap();
@@ -453,4 +457,162 @@ fn cli_destroys_orphans_inside_a_test_netns() {
     list_and_destroy(&o, Some(&ns.0));
     drop(o);
     drop(ns);
+}
+
+#[test]
+fn cli_destroy_without_cap_net_admin_fails_per_socket_and_touches_nothing() {
+    let o = orphans_n(None, 3);
+    let port = o.port.to_string();
+    // Root without CAP_NET_ADMIN: setpriv drops it from the bounding set before exec.
+    let out = Command::new("setpriv")
+        .args(["--bounding-set", "-net_admin"])
+        .arg(fdclose_bin())
+        .args([
+            "--orphans",
+            "--state",
+            "fin-wait-1",
+            "--local-port",
+            &port,
+            "--action",
+            "destroy",
+            "--yes",
+            "--json",
+            "--journal",
+        ])
+        .arg(tempfile::tempdir().unwrap().path().join("j.jsonl"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let results: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["type"] == "result")
+        .collect();
+    assert_eq!(out.status.code(), Some(2), "{stdout}");
+    // Every socket was tried and failed on its own, with the capability sentence.
+    assert_eq!(results.len(), 3, "{stdout}");
+    for r in &results {
+        assert_eq!(r["outcome"], "failed", "{r}");
+        assert_eq!(r["errno"], libc::EPERM, "{r}");
+        assert!(
+            r["reason"].as_str().unwrap().contains("CAP_NET_ADMIN"),
+            "{r}"
+        );
+    }
+    assert_eq!(ss_finwait(None, o.port).len(), 3, "an orphan went away");
+}
+
+/// The CLOSE-WAIT line server of the pidfd tests: (fixture, port).
+fn closewait_server() -> (Fixture, u16) {
+    static BIN: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    let bin = BIN.get_or_init(|| build_c_fixture("pidfd_closewait", &[]));
+    let mut fx = Fixture::spawn(&mut Command::new(bin));
+    let ready = fx.expect_line("READY");
+    let port = field(&ready, "port").parse().unwrap();
+    (fx, port)
+}
+
+fn ping(port: u16) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    s.write_all(b"ping\n").unwrap();
+    let mut line = String::new();
+    BufReader::new(&s).read_line(&mut line).unwrap();
+    line
+}
+
+#[test]
+fn cli_destroy_of_owned_sockets_says_the_fd_stays_open() {
+    let (mut fx, port) = closewait_server();
+    let pid = fx.pid();
+    for _ in 0..2 {
+        assert!(ping(port).starts_with("pong"));
+    }
+    let fds: Vec<i32> = (0..2)
+        .map(|_| field(&fx.expect_line("CLOSEWAIT"), "fd").parse().unwrap())
+        .collect();
+    let before = fd_table(pid);
+    let pid_s = pid.to_string();
+    let (code, lines, err) = fdclose_json(&[
+        "--pid",
+        &pid_s,
+        "--state",
+        "close-wait",
+        "--action",
+        "destroy",
+        "--yes",
+        "--json",
+        "--journal",
+        tempfile::tempdir()
+            .unwrap()
+            .path()
+            .join("j")
+            .to_str()
+            .unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let results = of_type(&lines, "result");
+    assert_eq!(results.len(), 2, "{lines:?}");
+    for r in &results {
+        assert_eq!(r["outcome"], "done", "{r}");
+        assert_eq!(r["verified"], true, "{r}");
+        let note = r["note"].as_str().unwrap();
+        assert!(
+            note.contains("stays open") && note.contains("--action close"),
+            "{note}"
+        );
+    }
+    // The fds are still there, on the same (now dead) sockets; no table lists those any more.
+    let after = fd_table(pid);
+    for fd in &fds {
+        assert_eq!(after.get(fd), before.get(fd));
+    }
+    let (code, lines, _) = fdclose_json(&[
+        "--pid",
+        &pid_s,
+        "--state",
+        "close-wait",
+        "--dry-run",
+        "--json",
+    ]);
+    assert_eq!(code, 1, "{lines:?}");
+    // And the server lives on.
+    assert!(ping(port).starts_with("pong"));
+}
+
+#[test]
+fn act_destroy_batch_goes_on_past_a_failing_step_and_journals_each() {
+    let o = orphans_n(None, 2);
+    let ss = ss_finwait(None, o.port);
+    let mut no_id = orphan_step(&ss[0]);
+    no_id.socket.as_mut().unwrap().diag = None;
+    no_id.socket.as_mut().unwrap().peer = Some("127.0.0.1:1".parse().unwrap());
+    // Plan order is (pid, fd, inode): all equal here, so the given order stays.
+    let plan = fdclose::plan::Plan::new(
+        fdclose::plan::Action::Destroy,
+        vec![orphan_step(&ss[0]), no_id, orphan_step(&ss[1])],
+        None,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut j = fdclose::journal::Journal::open(Some(&dir.path().join("j.jsonl"))).unwrap();
+    let r = fdclose::act::execute(&plan, &fdclose::act::ActOptions::default(), &mut j);
+    let outcomes: Vec<&Outcome> = r.iter().map(|x| &x.outcome).collect();
+    assert!(
+        matches!(outcomes[0], Outcome::Done { verified: true, .. }),
+        "{outcomes:?}"
+    );
+    assert!(
+        matches!(outcomes[1], Outcome::Failed { .. }),
+        "{outcomes:?}"
+    );
+    assert!(
+        matches!(outcomes[2], Outcome::Done { verified: true, .. }),
+        "{outcomes:?}"
+    );
+    assert!(ss_finwait(None, o.port).is_empty());
+    // Two journaled steps (before + after each); the refused one never reached the kernel.
+    let text = std::fs::read_to_string(dir.path().join("j.jsonl")).unwrap();
+    assert_eq!(text.lines().count(), 4, "{text}");
 }
