@@ -13,13 +13,21 @@
 //! 5. **restore** the registers and mask at a PTRACE_EVENT_STOP (so the kernel restarts the call
 //!    the thread was in exactly), and detach every thread.
 
+mod freeze;
+mod inject;
+mod insn;
 mod procfs;
+mod signals;
 mod tracee;
+mod verify;
 
 pub use procfs::{PtraceFacts, TaskSyscall};
 
-use crate::journal::{Journal, JournalError};
+use crate::journal::{Entry, Event, Journal, JournalError, SavedReg};
 use crate::plan::{How, Outcome};
+use fdclose_arch::{errno_of, AbiKind, Sys};
+use freeze::Frozen;
+use inject::Injector;
 use std::time::Duration;
 
 /// One change to make to one fd of the target.
@@ -231,7 +239,471 @@ pub fn operate(
     opts: &EngineOptions,
     journal: &mut Journal,
 ) -> Result<Vec<Outcome>, EngineError> {
-    let _ = (surgeries, journal);
-    check_target(pid, opts)?;
-    Ok(vec![])
+    let st = check_status(pid, opts)?;
+    if surgeries.is_empty() {
+        return Ok(vec![]);
+    }
+    // Declared first, dropped last: SIGINT/SIGTERM/SIGHUP wait until the process is let go.
+    let _deferred = signals::Deferred::new();
+
+    let frozen = if opts.freeze {
+        Frozen::all(pid, &st.name, opts.wait_limit)?
+    } else {
+        let tid = match opts.tid {
+            Some(t) => t,
+            None => pick_unstopped(pid)?,
+        };
+        Frozen::one(pid, tid, &st.name, opts.wait_limit)?
+    };
+    let (tid, abi, blocked_in) = pick_thread(pid, &frozen, opts)?;
+    let mut refusal = None;
+    if abi == AbiKind::I386 && surgeries.iter().any(|s| s.op != Op::Close) {
+        let (maj, min, _) = procfs::kernel_release().unwrap_or((0, 0, 0));
+        if !fdclose_arch::i386::direct_socket_calls(maj, min) {
+            refusal = Some(format!(
+                "shutdown and replace in a 32-bit program need Linux 4.3 or later (this kernel \
+                 has only socketcall, whose arguments would have to be written into the \
+                 program's memory); close works"
+            ));
+        }
+    }
+    let insn = insn::find(pid, abi)?;
+    let mut inj = Injector::take(pid, tid, insn.addr, opts.wait_limit, opts.no_setsigmask)?;
+    let attach = Entry::new(Event::Attach {
+        pid,
+        tid,
+        comm: st.name.clone(),
+        abi: abi.name().into(),
+        threads: frozen.count(),
+        group_stopped: frozen.group_stopped,
+        insn: format!("{:#x} in {}", insn.addr, insn.mapping),
+        blocked_in: blocked_in.describe(abi),
+        regs: inj
+            .saved_regs()
+            .fields()
+            .into_iter()
+            .map(|(n, v)| SavedReg {
+                name: n.into(),
+                value: format!("{v:#x}"),
+            })
+            .collect(),
+        sigmask: inj
+            .saved_mask()
+            .map_or_else(|| "unknown".into(), |m| format!("{m:#x}")),
+        seccomp: st.seccomp == 2,
+    });
+    journal.record(&attach)?;
+
+    let mut run = Run {
+        pid,
+        seccomp: st.seccomp == 2,
+        journal,
+        pending: Vec::new(),
+        stop: None,
+    };
+    let outcomes: Vec<Outcome> = surgeries
+        .iter()
+        .map(|s| match &refusal {
+            Some(r) if s.op != Op::Close => Outcome::Failed {
+                error: r.clone(),
+                errno: None,
+            },
+            _ => run.one(&mut inj, s),
+        })
+        .collect();
+
+    // Give the thread back its registers, then let every thread go.
+    let exited = matches!(run.stop, Some(Halt::Exited(_)));
+    let restored = if exited {
+        drop(inj);
+        Ok(())
+    } else {
+        inj.finish()
+    };
+    let still_stopped = frozen.group_stopped;
+    let released = if exited {
+        drop(frozen);
+        Ok(())
+    } else {
+        frozen.release()
+    };
+    let error = restored
+        .as_ref()
+        .err()
+        .or(released.as_ref().err())
+        .map(|e| e.to_string());
+    run.pending.push(Entry::new(Event::Detach {
+        pid,
+        tid,
+        restored: restored.is_ok() && !exited,
+        still_stopped,
+        error,
+    }));
+    let flushed = run.flush();
+    if let Err(e) = restored {
+        return Err(EngineError::NotRestored {
+            pid,
+            tid,
+            why: e.to_string(),
+            journal: run.journal.path().display().to_string(),
+        });
+    }
+    released?;
+    flushed?;
+    Ok(outcomes)
+}
+
+/// Why the rest of the surgeries were not attempted.
+enum Halt {
+    Exited(String),
+    Broken(String),
+    Journal(String),
+}
+
+/// The state of one operation while its surgeries run.
+struct Run<'j> {
+    pid: i32,
+    seccomp: bool,
+    journal: &'j mut Journal,
+    /// `after` entries not yet written: they go out with the next `before` (one fsync for both).
+    pending: Vec<Entry>,
+    stop: Option<Halt>,
+}
+
+impl Run<'_> {
+    fn flush(&mut self) -> Result<(), JournalError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let r = self.journal.record_all(&self.pending);
+        self.pending.clear();
+        r
+    }
+
+    fn one(&mut self, inj: &mut Injector, s: &Surgery) -> Outcome {
+        match &self.stop {
+            Some(Halt::Exited(w)) => {
+                return Outcome::Gone {
+                    what: format!("process {} exited ({w})", self.pid),
+                }
+            }
+            Some(Halt::Broken(w)) => {
+                return Outcome::Failed {
+                    error: format!("not attempted: {w}"),
+                    errno: None,
+                }
+            }
+            Some(Halt::Journal(w)) => {
+                return Outcome::Failed {
+                    error: format!("not attempted: {w}"),
+                    errno: None,
+                }
+            }
+            None => {}
+        }
+        // The process is stopped: what the fd holds now is what we will act on.
+        let (ino, link) = match verify::fd_object(self.pid, s.fd) {
+            None => {
+                return Outcome::Gone {
+                    what: format!("fd {} is no longer open", s.fd),
+                }
+            }
+            Some(o) => o,
+        };
+        if ino != s.expect_ino {
+            return Outcome::Changed { now: link };
+        }
+        let tcp_before = match s.op {
+            Op::Shutdown(_) => verify::tcp_state(self.pid, ino),
+            _ => None,
+        };
+        self.pending.push(Entry::new(Event::Before {
+            pid: self.pid,
+            tid: inj.tid(),
+            fd: s.fd,
+            inode: ino,
+            target: link.clone(),
+            action: op_text(s.op),
+            state: inj.state().name().into(),
+        }));
+        if let Err(e) = self.flush() {
+            let msg = e.to_string();
+            self.stop = Some(Halt::Journal(msg.clone()));
+            return Outcome::Failed {
+                error: msg,
+                errno: None,
+            };
+        }
+        let (result, outcome) = match self.perform(inj, s) {
+            Ok((r, o)) => (r, o),
+            Err(EngineError::Exited { during, .. }) => {
+                self.stop = Some(Halt::Exited(during.clone()));
+                (
+                    0,
+                    Outcome::Gone {
+                        what: format!("process {} exited during {during}", self.pid),
+                    },
+                )
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                self.stop = Some(Halt::Broken(msg.clone()));
+                (
+                    0,
+                    Outcome::Failed {
+                        error: msg,
+                        errno: e.errno(),
+                    },
+                )
+            }
+        };
+        let outcome = match (outcome, s.op) {
+            (Outcome::Done { note, .. }, op) => {
+                let (verified, vnote) = self.verify_after(s, op, ino, tcp_before);
+                Outcome::Done {
+                    verified,
+                    note: note.or(vnote),
+                }
+            }
+            (o, _) => o,
+        };
+        self.pending.push(Entry::new(Event::After {
+            pid: self.pid,
+            tid: inj.tid(),
+            fd: s.fd,
+            action: op_text(s.op),
+            result,
+            errno: errno_of(result),
+            verified: matches!(outcome, Outcome::Done { verified: true, .. }),
+            outcome: outcome_text(&outcome),
+        }));
+        outcome
+    }
+
+    /// Run the calls of one surgery. `Ok` carries the last result and the outcome before
+    /// verification (`Done` or `Failed` with the errno the program's kernel gave).
+    fn perform(&mut self, inj: &mut Injector, s: &Surgery) -> Result<(i64, Outcome), EngineError> {
+        let fd = s.fd as u64;
+        match s.op {
+            Op::Close => {
+                let r = inj.call(Sys::Close, &[fd])?;
+                // Linux releases the fd even when close() reports EINTR or EIO.
+                Ok((r, self.judge("close", s.fd, r, &[libc::EINTR, libc::EIO])))
+            }
+            Op::Shutdown(how) => {
+                let r = inj.call(Sys::Shutdown, &[fd, how.raw() as u64])?;
+                Ok((r, self.judge("shutdown", s.fd, r, &[])))
+            }
+            Op::Replace => {
+                // Keep the fd's close-on-exec flag: dup3 sets it from its flags argument.
+                let flags = inj.call(Sys::Fcntl, &[fd, libc::F_GETFD as u64])?;
+                if errno_of(flags).is_some() {
+                    return Ok((flags, self.judge("fcntl(F_GETFD)", s.fd, flags, &[])));
+                }
+                let sock = inj.call(
+                    Sys::Socket,
+                    &[
+                        libc::AF_INET as u64,
+                        (libc::SOCK_STREAM | libc::SOCK_CLOEXEC) as u64,
+                        0,
+                    ],
+                )?;
+                if errno_of(sock).is_some() {
+                    return Ok((sock, self.judge("socket", s.fd, sock, &[])));
+                }
+                // A never-connected TCP socket, shut both ways: reads return end-of-file and
+                // writes EPIPE, as for a connection the peer closed. (ENOTCONN is expected.)
+                inj.call(Sys::Shutdown, &[sock as u64, libc::SHUT_RDWR as u64])?;
+                let cloexec = if flags as i32 & libc::FD_CLOEXEC != 0 {
+                    libc::O_CLOEXEC as u64
+                } else {
+                    0
+                };
+                let r = inj.call(Sys::Dup3, &[sock as u64, fd, cloexec])?;
+                let c = inj.call(Sys::Close, &[sock as u64])?;
+                if errno_of(r).is_some() {
+                    return Ok((r, self.judge("dup3", s.fd, r, &[])));
+                }
+                let mut out = self.judge("replace", s.fd, r, &[]);
+                if let (Outcome::Done { note, .. }, Some(e)) = (&mut out, errno_of(c)) {
+                    *note = Some(format!(
+                        "closing the spare socket (fd {sock}) failed: {}",
+                        errno_name(e)
+                    ));
+                }
+                Ok((r, out))
+            }
+        }
+    }
+
+    /// Outcome of a call's raw result: `Done` unless it is an errno not in `fine`.
+    fn judge(&self, call: &str, fd: i32, r: i64, fine: &[i32]) -> Outcome {
+        match errno_of(r) {
+            None => Outcome::Done {
+                verified: false,
+                note: None,
+            },
+            Some(e) if fine.contains(&e) => Outcome::Done {
+                verified: false,
+                note: Some(format!(
+                    "{call} reported {} (the fd is released all the same)",
+                    errno_name(e)
+                )),
+            },
+            Some(e) => {
+                let mut error =
+                    format!("{call} of fd {fd} failed in the process: {}", errno_name(e));
+                if self.seccomp && matches!(e, libc::EPERM | libc::ENOSYS | libc::EACCES) {
+                    error.push_str(
+                        "; the process has a seccomp filter (Seccomp: 2), which likely refused the call",
+                    );
+                }
+                Outcome::Failed {
+                    error,
+                    errno: Some(e),
+                }
+            }
+        }
+    }
+
+    /// Check the effect from outside: (verified, note when not).
+    fn verify_after(
+        &self,
+        s: &Surgery,
+        op: Op,
+        ino: u64,
+        tcp_before: Option<u8>,
+    ) -> (bool, Option<String>) {
+        let now = verify::fd_object(self.pid, s.fd);
+        match op {
+            Op::Close => match now {
+                None => (true, None),
+                Some((i, _)) if i != ino => (true, None),
+                Some(_) => (
+                    false,
+                    Some(format!("fd {} still holds the same object", s.fd)),
+                ),
+            },
+            Op::Replace => match now {
+                Some((i, l)) if i != ino && l.starts_with("socket:") => (true, None),
+                Some((_, l)) => (false, Some(format!("fd {} now holds {l}", s.fd))),
+                None => (false, Some(format!("fd {} is not open any more", s.fd))),
+            },
+            Op::Shutdown(how) => {
+                let after = verify::tcp_state(self.pid, ino);
+                if verify::shutdown_took_effect(tcp_before, after) {
+                    (true, None)
+                } else if tcp_before.is_none() {
+                    (
+                        false,
+                        Some(
+                            "not a listed TCP socket: the effect cannot be seen from /proc".into(),
+                        ),
+                    )
+                } else {
+                    let _ = how;
+                    (
+                        false,
+                        Some("the TCP state did not change (expected for SHUT_RD)".into()),
+                    )
+                }
+            }
+        }
+    }
+}
+
+fn op_text(op: Op) -> String {
+    match op {
+        Op::Shutdown(how) => format!("shutdown-{}", how_name(how)),
+        o => o.name().into(),
+    }
+}
+
+fn how_name(how: How) -> &'static str {
+    match how {
+        How::Rd => "rd",
+        How::Wr => "wr",
+        How::Rdwr => "rdwr",
+    }
+}
+
+fn outcome_text(o: &Outcome) -> String {
+    match o {
+        Outcome::Done { verified: true, .. } => "done".into(),
+        Outcome::Done { .. } => "done-unverified".into(),
+        Outcome::Changed { now } => format!("changed: {now}"),
+        Outcome::Gone { what } => format!("gone: {what}"),
+        Outcome::Failed { error, .. } => format!("failed: {error}"),
+    }
+}
+
+fn errno_name(e: i32) -> String {
+    let n = nix::errno::Errno::from_raw(e);
+    format!("{n:?} ({})", n.desc())
+}
+
+/// --no-freeze without --tid: the best thread judged from /proc alone (none is stopped yet).
+fn pick_unstopped(pid: i32) -> Result<i32, EngineError> {
+    let abi = <fdclose_arch::Native as fdclose_arch::Abi>::KIND;
+    let tids = procfs::tids(pid)?;
+    tids.iter()
+        .copied()
+        .max_by_key(|&t| {
+            (
+                procfs::task_syscall(pid, t).map_or(0, |s| s.injection_rank(abi)),
+                std::cmp::Reverse(t),
+            )
+        })
+        .ok_or(EngineError::NoSuchProcess { pid })
+}
+
+/// Choose the injection thread among the stopped ones: `opts.tid`, else one blocked in a call
+/// the kernel restarts transparently, never one the riscv64 restart bug would hurt.
+fn pick_thread(
+    pid: i32,
+    frozen: &Frozen,
+    opts: &EngineOptions,
+) -> Result<(i32, AbiKind, TaskSyscall), EngineError> {
+    let riscv_buggy = {
+        let (a, b, c) = procfs::kernel_release().unwrap_or((0, 0, 0));
+        !fdclose_arch::riscv64::restart_fixed(a, b, c)
+    };
+    let mut best: Option<(u8, i32, AbiKind, TaskSyscall)> = None;
+    let mut why_not = Vec::new();
+    for tid in frozen.live() {
+        if opts.tid.is_some_and(|t| t != tid) {
+            continue;
+        }
+        let abi = match tracee::get_regs(tid) {
+            Ok(r) => r.kind(),
+            Err(nix::errno::Errno::ENOEXEC) => {
+                why_not.push(format!("thread {tid} has an ABI fdclose does not support"));
+                continue;
+            }
+            Err(_) => continue,
+        };
+        let sc = procfs::task_syscall(pid, tid).unwrap_or(TaskSyscall::NotInSyscall);
+        if abi == AbiKind::Riscv64 && riscv_buggy && matches!(sc, TaskSyscall::In { .. }) {
+            why_not.push(format!(
+                "thread {tid} is inside a system call and this riscv64 kernel predates the \
+                 restart fix (commit ce4f78f1b53d): injecting would leak errno 512 to it"
+            ));
+            continue;
+        }
+        let rank = sc.injection_rank(abi);
+        if best.as_ref().is_none_or(|b| rank > b.0) {
+            best = Some((rank, tid, abi, sc));
+        }
+    }
+    match best {
+        Some((_, tid, abi, sc)) => Ok((tid, abi, sc)),
+        None => Err(EngineError::Unsupported {
+            pid,
+            what: if why_not.is_empty() {
+                "no thread of it could be stopped".into()
+            } else {
+                why_not.join("; ")
+            },
+        }),
+    }
 }
