@@ -66,6 +66,17 @@ fn run(args: &Args) -> Result<u8> {
 
     if cfg.dry_run {
         print_plan(&cfg, &plan, res.unreadable.len());
+        let listening = plan
+            .steps
+            .iter()
+            .filter(|m| report::is_listening(m))
+            .count();
+        if listening > 0 && !cfg.selection.listening_named {
+            eprintln!(
+                "fdclose: note: {listening} listening {} listed; acting on listeners needs --state listening",
+                if listening == 1 { "socket is" } else { "sockets are" }
+            );
+        }
         report_unreadable(&res.unreadable);
         return Ok(FOUND);
     }

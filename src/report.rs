@@ -2,7 +2,7 @@
 //!
 //! Pure formatting: values in, `String` out. `main` decides where the text goes.
 
-use crate::model::{unmap, Match, SockState};
+use crate::model::{unmap, Match, SockState, SocketEntry};
 use crate::plan::{Action, Outcome, Plan};
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, BTreeSet};
@@ -201,14 +201,24 @@ pub fn totals(matches: &[Match]) -> Totals {
         match &m.socket {
             Some(s) => {
                 t.sockets += 1;
-                t.recv_q += s.recv_q;
-                t.send_q += s.send_q;
+                t.recv_q += queued_bytes(s).0;
+                t.send_q += queued_bytes(s).1;
             }
             None => t.other_fds += 1,
         }
     }
     t.processes = pids.len();
     t
+}
+
+/// (recv-q, send-q) bytes a socket holds. A listener's queues are not bytes: the kernel reports its
+/// accept-queue length and backlog there (as `ss` shows them), so they add nothing to byte totals.
+fn queued_bytes(s: &SocketEntry) -> (u64, u64) {
+    if s.state == SockState::Listening {
+        (0, 0)
+    } else {
+        (s.recv_q, s.send_q)
+    }
 }
 
 fn plural(n: usize, one: &str, many: &str) -> String {
@@ -245,8 +255,8 @@ impl Group {
     fn add(&mut self, m: &Match) {
         self.count += 1;
         if let Some(s) = &m.socket {
-            self.recv_q += s.recv_q;
-            self.send_q += s.send_q;
+            self.recv_q += queued_bytes(s).0;
+            self.send_q += queued_bytes(s).1;
         }
     }
 }
@@ -935,8 +945,8 @@ mod tests {
         assert_eq!(fmt_idle(850), "850ms");
         assert_eq!(fmt_idle(42_000), "42s");
         assert_eq!(fmt_idle(303_000), "5m3s");
-        assert_eq!(fmt_idle(2 * 3600_000 + 4 * 60_000), "2h4m");
-        assert_eq!(fmt_idle(3 * 86_400_000 + 2 * 3600_000), "3d2h");
+        assert_eq!(fmt_idle(2 * 3_600_000 + 4 * 60_000), "2h4m");
+        assert_eq!(fmt_idle(3 * 86_400_000 + 2 * 3_600_000), "3d2h");
     }
 
     #[test]
@@ -980,7 +990,15 @@ mod tests {
             socket: None,
             epoll: vec![],
         };
-        let l = sock(1, 8, SockState::Listening, "0.0.0.0:80", "0.0.0.0:0", 0, 0);
+        let l = sock(
+            1,
+            8,
+            SockState::Listening,
+            "0.0.0.0:80",
+            "0.0.0.0:0",
+            0,
+            4096,
+        );
         let t = table(&[m.clone(), f.clone(), l.clone()]);
         assert!(t.contains("unix   listening  /run/app.sock     *"), "{t}");
         assert!(t.contains("4,6"), "{t}");

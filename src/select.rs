@@ -450,7 +450,7 @@ impl Selection {
         }
         if let Some(idle) = self.idle {
             // Unknown idle time (no tcp_info) never counts as idle: acting on a guess is unsafe.
-            if !s.idle_ms.is_some_and(|ms| ms >= idle.as_millis() as u64) {
+            if s.idle_ms.is_none_or(|ms| ms < idle.as_millis() as u64) {
                 return false;
             }
         }

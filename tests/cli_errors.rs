@@ -174,3 +174,111 @@ fn nothing_matched_exits_1() {
     let out = run(&["--pid", &p, "--state", "fin-wait-1"]);
     assert_eq!(out.status.code(), Some(1));
 }
+
+/// fdclose with a pseudo-terminal as stdin, `answer` typed in; returns (exit code, stderr).
+fn run_on_tty(args: &[&str], answer: &str) -> (i32, String) {
+    use std::io::Write;
+    use std::process::Stdio;
+    let pty = nix::pty::openpty(None, None).expect("openpty");
+    let mut child = fdclose()
+        .args(args)
+        .stdin(Stdio::from(pty.slave))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run fdclose");
+    // The line discipline buffers the answer until fdclose reads it after its question.
+    let mut master = std::fs::File::from(pty.master);
+    master.write_all(answer.as_bytes()).unwrap();
+    let mut status = None;
+    support::wait_for(
+        "fdclose to exit",
+        std::time::Duration::from_secs(30),
+        || {
+            status = child.try_wait().unwrap();
+            status.is_some()
+        },
+    );
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    (status.unwrap().code().unwrap(), err)
+}
+
+#[test]
+fn declining_on_a_terminal_touches_nothing() {
+    let fx = target();
+    let pid = fx.pid();
+    let before = fd_table(pid);
+    let p = pid.to_string();
+    let (code, err) = run_on_tty(
+        &["--pid", &p, "--state", "close-wait", "--peer", "127.0.0.2"],
+        "n\n",
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("Close 2 fds in 1 process? [y/N] "), "{err}");
+    assert!(err.contains("nothing was touched"), "{err}");
+    // Anything but y/yes is a no.
+    let (code, _) = run_on_tty(&["--pid", &p, "--state", "close-wait"], "\n");
+    assert_eq!(code, 1);
+    assert_eq!(fd_table(pid), before);
+    assert_eq!(count_state(pid, "close-wait"), 8);
+}
+
+/// Searching every process as an unprivileged user: the processes it may not read are counted and
+/// reported once at the end, and do not stop it from reporting the ones it can.
+#[test]
+fn unreadable_processes_are_reported_once_and_are_not_fatal() {
+    use std::os::unix::fs::PermissionsExt;
+    // Copies nobody can reach whatever the permissions on the way to the checkout.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = dir.path().join("fdclose");
+    std::fs::copy(support::fdclose_bin(), &bin).unwrap();
+    let script = dir.path().join("cli_server.py");
+    std::fs::copy(
+        repo_root().join("integration/fixtures/cli_server.py"),
+        &script,
+    )
+    .unwrap();
+    for f in [&bin, &script] {
+        std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let as_nobody = || {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"]);
+        c
+    };
+    // /usr/bin/python3: the root user's python3 may be a shim nobody cannot run.
+    let mut fx = Fixture::spawn(as_nobody().arg("/usr/bin/python3").arg(&script));
+    fx.expect_line("READY ");
+
+    let out = as_nobody()
+        .arg(&bin)
+        .args(["--state", "close-wait", "--dry-run", "--json"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let objs: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let mine = objs
+        .iter()
+        .filter(|o| o["type"] == "socket" && o["pid"].as_i64() == Some(fx.pid() as i64))
+        .count();
+    assert_eq!(mine, 8, "{objs:?}");
+    let summary = objs.last().unwrap();
+    assert_eq!(summary["type"], "summary");
+    let unreadable = summary["unreadable"].as_u64().unwrap();
+    // At least init (pid 1, root) is out of nobody's reach.
+    assert!(unreadable >= 1, "{summary}");
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    assert!(
+        lines[0].starts_with(&format!(
+            "fdclose: {unreadable} processes could not be read and were skipped (pid "
+        )),
+        "{err}"
+    );
+}

@@ -394,10 +394,9 @@ fn fd_inode_and_proto_selectors() {
             "--proto",
             "udp",
             "--peer",
-            &s.entries().iter().find(|e| e["role"] == "udp").unwrap()["local"]
+            s.entries().iter().find(|e| e["role"] == "udp").unwrap()["local"]
                 .as_str()
-                .unwrap()
-                .to_string(),
+                .unwrap(),
         ],
         &s.role(&["udp_conn"]),
     );
