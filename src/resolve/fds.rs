@@ -71,46 +71,103 @@ pub fn socket_inode(link: &[u8]) -> Option<u64> {
 
 const EVENTPOLL: &[u8] = b"anon_inode:[eventpoll]";
 
-/// Read /proc/PID/fd (and fdinfo of its epoll fds).
+/// Read /proc/PID/fd (and fdinfo of its epoll fds) on the calling thread.
 pub fn read_fd_table(pid: i32) -> Result<FdTable, FdError> {
+    read_fd_table_with(pid, 1)
+}
+
+/// Below this many fds, extra threads cost more than they save.
+const FDS_PER_THREAD: usize = 2048;
+
+/// Read /proc/PID/fd with up to `threads` threads sharing the one directory fd: each link is a
+/// syscall of a few microseconds, and a leaking server has tens of thousands of them.
+pub fn read_fd_table_with(pid: i32, threads: usize) -> Result<FdTable, FdError> {
     let path = format!("/proc/{pid}/fd");
     let err = |source| FdError {
         path: path.clone(),
         source,
     };
     let dir = Dir::open(&path).map_err(err)?;
-    let mut table = FdTable::default();
-    let mut epoll_fds = Vec::new();
-    let mut buf = [0u8; 256];
+    let mut numbers = Vec::new();
     dir.for_each_entry(|name| {
-        let Some(fd) = parse_fd_name(name.to_bytes()) else {
-            return;
-        };
-        // SAFETY: `dir.fd()` is an open directory fd for the life of `dir`, `name` is a
-        // NUL-terminated entry name, and `buf` is writable for `buf.len()` bytes.
-        let n = unsafe {
-            libc::readlinkat(dir.fd(), name.as_ptr(), buf.as_mut_ptr().cast(), buf.len())
-        };
-        if n < 0 {
-            // The fd was closed between readdir and readlink: it is simply not there any more.
-            return;
-        }
-        let link = &buf[..n as usize];
-        if let Some(inode) = socket_inode(link) {
-            table.sockets.push(SocketFd { fd, inode });
-        } else if link == EVENTPOLL {
-            epoll_fds.push(fd);
+        if let Some(fd) = parse_fd_name(name.to_bytes()) {
+            numbers.push(fd);
         }
     })
     .map_err(err)?;
+    let threads = threads.clamp(1, numbers.len() / FDS_PER_THREAD + 1);
+    let dirfd = dir.fd();
+    let (mut sockets, epoll_fds) = if threads == 1 {
+        classify(dirfd, &numbers)
+    } else {
+        let chunk = numbers.len().div_ceil(threads);
+        std::thread::scope(|s| {
+            let parts: Vec<_> = numbers
+                .chunks(chunk)
+                .map(|c| s.spawn(move || classify(dirfd, c)))
+                .collect();
+            let mut all = (Vec::with_capacity(numbers.len()), Vec::new());
+            for p in parts {
+                let (so, ep) = p.join().unwrap_or_else(|e| std::panic::resume_unwind(e));
+                all.0.extend(so);
+                all.1.extend(ep);
+            }
+            all
+        })
+    };
+    drop(dir);
+    let mut table = FdTable::default();
     for ep in epoll_fds {
         let p = format!("/proc/{pid}/fdinfo/{ep}");
         if let Ok(text) = std::fs::read_to_string(&p) {
             table.epolls.push((ep, parse_epoll_fdinfo(&text)));
         }
     }
-    table.sockets.sort_by_key(|s| s.fd);
+    sockets.sort_unstable_by_key(|s| s.fd);
+    table.sockets = sockets;
     Ok(table)
+}
+
+/// Read the links of `fds` relative to `dirfd` (an open /proc/PID/fd): sockets and epoll fds.
+fn classify(dirfd: libc::c_int, fds: &[i32]) -> (Vec<SocketFd>, Vec<i32>) {
+    let mut sockets = Vec::with_capacity(fds.len());
+    let mut epolls = Vec::new();
+    let mut buf = [0u8; 256];
+    let mut name = [0u8; 16];
+    for &fd in fds {
+        let name = fd_name(fd, &mut name);
+        // SAFETY: `dirfd` is an open directory fd that the caller keeps open for this call,
+        // `name` is NUL-terminated, and `buf` is writable for `buf.len()` bytes.
+        let n =
+            unsafe { libc::readlinkat(dirfd, name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+        if n < 0 {
+            // The fd was closed between readdir and readlink: it is simply not there any more.
+            continue;
+        }
+        let link = &buf[..n as usize];
+        if let Some(inode) = socket_inode(link) {
+            sockets.push(SocketFd { fd, inode });
+        } else if link == EVENTPOLL {
+            epolls.push(fd);
+        }
+    }
+    (sockets, epolls)
+}
+
+/// Decimal text of a non-negative fd number, NUL-terminated, in `buf` (no allocation).
+fn fd_name(fd: i32, buf: &mut [u8; 16]) -> &CStr {
+    let mut i = buf.len() - 1;
+    buf[i] = 0;
+    let mut n = fd.unsigned_abs();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    CStr::from_bytes_with_nul(&buf[i..]).expect("one NUL at the end")
 }
 
 fn parse_fd_name(b: &[u8]) -> Option<i32> {
@@ -299,6 +356,37 @@ impl Drop for Dir {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fd_names_are_decimal() {
+        let mut b = [0u8; 16];
+        assert_eq!(fd_name(0, &mut b).to_bytes(), b"0");
+        assert_eq!(fd_name(7, &mut b).to_bytes(), b"7");
+        assert_eq!(fd_name(19999, &mut b).to_bytes(), b"19999");
+        assert_eq!(fd_name(i32::MAX, &mut b).to_bytes(), b"2147483647");
+    }
+
+    #[test]
+    fn threaded_read_equals_single_threaded_read() {
+        let socks: Vec<_> = (0..FDS_PER_THREAD + 100)
+            .map(|_| std::net::UdpSocket::bind("127.0.0.1:0").unwrap())
+            .collect();
+        let me = std::process::id() as i32;
+        let one = read_fd_table_with(me, 1).unwrap();
+        let two = read_fd_table_with(me, 4).unwrap();
+        for s in &socks {
+            assert!(two.sockets.iter().any(|f| f.fd == s.as_raw_fd()));
+        }
+        // Other tests open and close fds meanwhile: compare only the fds held here.
+        let mine = |t: &FdTable| -> Vec<SocketFd> {
+            t.sockets
+                .iter()
+                .filter(|f| socks.iter().any(|s| s.as_raw_fd() == f.fd))
+                .copied()
+                .collect()
+        };
+        assert_eq!(mine(&one), mine(&two));
+    }
 
     #[test]
     fn socket_links_give_inodes() {

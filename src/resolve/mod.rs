@@ -120,46 +120,17 @@ fn hint(e: &io::Error) -> &'static str {
 pub(crate) const TCP_BOUND_INACTIVE: u8 = 13;
 
 /// Resolve the query. Reads /proc and asks the kernel; changes nothing.
+///
+/// The kernel dumps (one per namespace and protocol) run on their own thread while the fd tables
+/// are read on the others: on a server with tens of thousands of fds both take tens of
+/// milliseconds, and they do not depend on each other.
 pub fn resolve(q: &Query) -> Result<Resolution, ResolveError> {
     let me = std::process::id() as i32;
     let mut unreadable = Vec::new();
-
-    // 1. Targets and their fd tables.
-    let procs = find_processes(&q.targets, me, &mut unreadable)?;
     let listed = matches!(q.targets, Targets::Listed { .. });
-    let mut tables: Vec<(Process, fds::FdTable)> = Vec::with_capacity(procs.len());
-    for p in procs {
-        match fds::read_fd_table(p.pid) {
-            Ok(t) => tables.push((p, t)),
-            Err(e) if listed => {
-                return Err(match e.source.raw_os_error() {
-                    Some(libc::ENOENT) | Some(libc::ESRCH) => {
-                        ResolveError::NoSuchPid { pid: p.pid }
-                    }
-                    _ => ResolveError::Unreadable {
-                        pid: p.pid,
-                        path: e.path,
-                        source: e.source,
-                    },
-                });
-            }
-            Err(e) => {
-                // Gone since we listed it: not worth a line in the report.
-                if !matches!(
-                    e.source.raw_os_error(),
-                    Some(libc::ENOENT) | Some(libc::ESRCH)
-                ) {
-                    unreadable.push(Unreadable {
-                        pid: p.pid,
-                        reason: format!("cannot read {}: {}", e.path, errno_text(&e.source)),
-                    });
-                }
-            }
-        }
-    }
 
-    // 2. What to ask each namespace for. Fds named by --fd bypass proto and state filters, so
-    // their protocol is dumped in every state.
+    // 1. Targets, and which namespaces to ask for which sockets.
+    let procs = find_processes(&q.targets, me, &mut unreadable)?;
     let wanted: Vec<Proto> = dedup_protos(&q.protos);
     let include: HashSet<i32> = q.include_fds.iter().copied().collect();
     let closed_wanted = q.state_mask & SockState::Closed.kernel_bit() != 0;
@@ -169,74 +140,93 @@ pub fn resolve(q: &Query) -> Result<Resolution, ResolveError> {
     } else {
         q.state_mask
     };
-
-    let mut by_ns: BTreeMap<u64, Vec<usize>> = BTreeMap::new();
-    for (i, (p, _)) in tables.iter().enumerate() {
-        by_ns.entry(p.netns).or_default().push(i);
-    }
-
     let own_ns = netns::own_netns_inode();
     let orphan_ns = if q.orphans {
-        Some(orphan_namespace(q, &tables, listed)?)
+        Some(orphan_namespace(q, &procs, listed)?)
     } else {
         None
     };
-
-    let mut sockets: HashMap<u64, NsSockets> = HashMap::new();
-    let mut orphans = Vec::new();
-    let mut used_fallback = false;
-    let mut used_diag = false;
-
-    for (&ns, members) in &by_ns {
-        // Protocols needed here, each with its kernel state mask.
-        let mut need: BTreeMap<Proto, u32> = BTreeMap::new();
-        let any_socket = members.iter().any(|&i| !tables[i].1.sockets.is_empty());
-        if !any_socket {
+    let mut plans: Vec<NsPlan> = Vec::new();
+    for p in &procs {
+        if plans.iter().any(|n| n.inode == p.netns) {
             continue;
         }
-        for &p in &wanted {
-            need.insert(p, base_mask);
-        }
-        if !include.is_empty() {
-            for &i in members {
-                let (p, t) = &tables[i];
-                for fd in t.sockets.iter().filter(|s| include.contains(&s.fd)) {
-                    let proto = fds::socket_proto(p.pid, fd.fd);
-                    if proto != Proto::Other {
-                        need.insert(proto, u32::MAX);
-                    }
-                }
+        plans.push(NsPlan {
+            inode: p.netns,
+            path: netns::NsPath::of_pid(p.pid),
+            leader: p.pid,
+            need: wanted.iter().map(|&w| (w, base_mask)).collect(),
+        });
+    }
+    if let Some(o) = &orphan_ns {
+        let plan = match plans.iter_mut().find(|n| n.inode == o.inode) {
+            Some(n) => n,
+            None => {
+                plans.push(NsPlan {
+                    inode: o.inode,
+                    path: o.path.clone(),
+                    leader: 0,
+                    need: BTreeMap::new(),
+                });
+                plans.last_mut().expect("just pushed")
             }
-        }
-        let with_orphans = matches!(&orphan_ns, Some(o) if o.inode == ns);
-        if with_orphans {
-            let m = need.entry(Proto::Tcp).or_insert(0);
-            *m |= q.state_mask;
-        }
-        let path = netns::NsPath::of_pid(tables[members[0]].0.pid);
-        let leader = tables[members[0]].0.pid;
-        let (table, source) = dump_namespace(&path, ns == own_ns, leader, &need)?;
-        used_fallback |= source == Source::ProcNet;
-        used_diag |= source == Source::Diag;
-        if with_orphans {
-            orphans.extend(orphans_of(&table, q.state_mask));
-        }
+        };
+        *plan.need.entry(Proto::Tcp).or_insert(0) |= q.state_mask;
+    }
+
+    // 2. Dump and read fd tables at the same time.
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let (dumps, tables) = std::thread::scope(|s| {
+        let dumper = s.spawn(|| {
+            plans
+                .iter()
+                .map(|n| dump_namespace(n, own_ns, &n.need).map(|d| (n.inode, d)))
+                .collect::<Result<Vec<_>, _>>()
+        });
+        let tables = read_tables(procs, listed, threads, &mut unreadable);
+        let dumps = dumper
+            .join()
+            .unwrap_or_else(|e| std::panic::resume_unwind(e));
+        (dumps, tables)
+    });
+    let tables = tables?;
+    let mut used = HashSet::new();
+    let mut sockets: HashMap<u64, NsSockets> = HashMap::new();
+    for (ns, (table, source)) in dumps? {
+        used.insert(source);
         sockets.insert(ns, table);
     }
 
-    // Orphans from a namespace no target lives in (--netns, or ours when nothing is listed).
-    if let Some(o) = &orphan_ns {
-        if !sockets.contains_key(&o.inode) {
-            let mut need = BTreeMap::new();
-            need.insert(Proto::Tcp, q.state_mask);
-            let (table, source) = dump_namespace(&o.path, o.inode == own_ns, 0, &need)?;
-            used_fallback |= source == Source::ProcNet;
-            used_diag |= source == Source::Diag;
-            orphans.extend(orphans_of(&table, q.state_mask));
+    // Fds named by --fd bypass the proto and state filters: dump their protocol in every state
+    // where that was not done already.
+    if !include.is_empty() {
+        for n in &plans {
+            let mut extra = BTreeMap::new();
+            for (p, t) in tables.iter().filter(|(p, _)| p.netns == n.inode) {
+                for fd in t.sockets.iter().filter(|s| include.contains(&s.fd)) {
+                    let proto = fds::socket_proto(p.pid, fd.fd);
+                    if proto != Proto::Other && n.need.get(&proto) != Some(&u32::MAX) {
+                        extra.insert(proto, u32::MAX);
+                    }
+                }
+            }
+            if !extra.is_empty() {
+                let (more, source) = dump_namespace(n, own_ns, &extra)?;
+                used.insert(source);
+                let into = sockets.entry(n.inode).or_default();
+                into.by_inode.extend(more.by_inode);
+            }
         }
     }
 
-    // 3. Join.
+    let mut orphans = Vec::new();
+    if let Some(o) = &orphan_ns {
+        if let Some(t) = sockets.get(&o.inode) {
+            orphans = orphans_of(t, q.state_mask);
+        }
+    }
+
+    // 3. Join fds to sockets by inode.
     let empty = NsSockets::default();
     let mut matches = Vec::new();
     for (p, t) in &tables {
@@ -269,23 +259,17 @@ pub fn resolve(q: &Query) -> Result<Resolution, ResolveError> {
                 None => None,
             };
             if let Some(e) = entry {
-                push(
-                    &mut matches,
-                    s.fd,
-                    s.inode,
-                    format!("socket:[{}]", s.inode),
-                    Some(e),
-                );
+                let target = format!("socket:[{}]", s.inode);
+                push(&mut matches, s.fd, s.inode, target, Some(e));
             }
         }
         for &fd in &q.include_fds {
             if t.sockets.iter().any(|s| s.fd == fd) {
                 continue;
             }
-            match fds::describe_fd(p.pid, fd) {
-                Ok((target, ino)) => push(&mut matches, fd, ino, target, None),
-                Err(e) if listed && e.kind() == io::ErrorKind::NotFound => {}
-                Err(_) => {}
+            // An fd number the process does not have is simply not matched.
+            if let Ok((target, ino)) = fds::describe_fd(p.pid, fd) {
+                push(&mut matches, fd, ino, target, None);
             }
         }
     }
@@ -296,13 +280,94 @@ pub fn resolve(q: &Query) -> Result<Resolution, ResolveError> {
         matches,
         orphans,
         unreadable,
-        source: if used_fallback && !used_diag {
+        source: if used.contains(&Source::ProcNet) && !used.contains(&Source::Diag) {
             "/proc/net"
         } else {
             "sock_diag"
         },
-        orphans_netns: orphan_ns.and_then(|o| (o.inode != own_ns).then(|| o.path.0)),
+        orphans_netns: orphan_ns.and_then(|o| (o.inode != own_ns).then_some(o.path.0)),
     })
+}
+
+/// What to ask one network namespace for.
+struct NsPlan {
+    inode: u64,
+    path: netns::NsPath,
+    /// A process in it, for the /proc/PID/net fallback; 0 when none (a --netns path).
+    leader: i32,
+    /// Protocol → kernel state mask.
+    need: BTreeMap<Proto, u32>,
+}
+
+/// Fd tables of the targets. A listed process that cannot be read is an error; in a search of
+/// every process it is noted in `unreadable` and skipped, and one that exited meanwhile is
+/// dropped silently.
+fn read_tables(
+    procs: Vec<Process>,
+    listed: bool,
+    threads: usize,
+    unreadable: &mut Vec<Unreadable>,
+) -> Result<Vec<(Process, fds::FdTable)>, ResolveError> {
+    let results: Vec<Result<fds::FdTable, fds::FdError>> = if listed {
+        // Few processes, maybe huge: spread each one's fds over the threads.
+        procs
+            .iter()
+            .map(|p| fds::read_fd_table_with(p.pid, threads))
+            .collect()
+    } else {
+        // Many processes, mostly small: spread the processes over the threads.
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let mut out: Vec<Option<Result<fds::FdTable, fds::FdError>>> =
+            procs.iter().map(|_| None).collect();
+        std::thread::scope(|s| {
+            let workers: Vec<_> = (0..threads.max(1))
+                .map(|_| {
+                    s.spawn(|| {
+                        let mut mine = Vec::new();
+                        loop {
+                            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            let Some(p) = procs.get(i) else {
+                                return mine;
+                            };
+                            mine.push((i, fds::read_fd_table(p.pid)));
+                        }
+                    })
+                })
+                .collect();
+            for w in workers {
+                for (i, r) in w.join().unwrap_or_else(|e| std::panic::resume_unwind(e)) {
+                    out[i] = Some(r);
+                }
+            }
+        });
+        out.into_iter()
+            .map(|r| r.expect("every index was taken by a worker"))
+            .collect()
+    };
+    let mut tables = Vec::with_capacity(procs.len());
+    for (p, r) in procs.into_iter().zip(results) {
+        match r {
+            Ok(t) => tables.push((p, t)),
+            Err(e) if listed => {
+                return Err(match e.source.raw_os_error() {
+                    Some(libc::ENOENT) | Some(libc::ESRCH) => {
+                        ResolveError::NoSuchPid { pid: p.pid }
+                    }
+                    _ => ResolveError::Unreadable {
+                        pid: p.pid,
+                        path: e.path,
+                        source: e.source,
+                    },
+                });
+            }
+            Err(e) if matches!(e.source.raw_os_error(), Some(libc::ENOENT | libc::ESRCH)) => {}
+            Err(e) => unreadable.push(Unreadable {
+                pid: p.pid,
+                reason: format!("cannot read {}: {}", e.path, errno_text(&e.source)),
+            }),
+        }
+    }
+    Ok(tables)
 }
 
 fn dedup_protos(p: &[Proto]) -> Vec<Proto> {
@@ -349,7 +414,7 @@ impl NsSockets {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum Source {
     Diag,
     ProcNet,
@@ -358,11 +423,12 @@ enum Source {
 /// One namespace's sockets of the protocols in `need`, each dumped with its state mask: through
 /// sock_diag when we can, else from /proc/PID/net of `procnet_pid` (a process in that namespace).
 fn dump_namespace(
-    path: &netns::NsPath,
-    is_own: bool,
-    procnet_pid: i32,
+    plan: &NsPlan,
+    own_ns: u64,
     need: &BTreeMap<Proto, u32>,
 ) -> Result<(NsSockets, Source), ResolveError> {
+    let (path, procnet_pid) = (&plan.path, plan.leader);
+    let is_own = plan.inode == own_ns;
     let mut out = NsSockets::default();
     let opened = if is_own {
         diag::DiagSocket::open()
@@ -412,10 +478,15 @@ fn dump_namespace(
             }
         }
         source = Source::ProcNet;
-        let pid = if is_own && procnet_pid == 0 {
-            None
-        } else {
-            Some(procnet_pid)
+        let pid = match (procnet_pid, is_own) {
+            (0, true) => None,
+            (0, false) => {
+                return Err(ResolveError::Sockets {
+                    path: path.0.display().to_string(),
+                    source: io::Error::from_raw_os_error(libc::EPROTONOSUPPORT),
+                })
+            }
+            (pid, _) => Some(pid),
         };
         let entries = proc_net::read_table(pid, proto).map_err(|source| ResolveError::Sockets {
             path: proc_net::table_dir(pid),
@@ -451,11 +522,7 @@ struct OrphanNs {
     path: netns::NsPath,
 }
 
-fn orphan_namespace(
-    q: &Query,
-    tables: &[(Process, fds::FdTable)],
-    listed: bool,
-) -> Result<OrphanNs, ResolveError> {
+fn orphan_namespace(q: &Query, procs: &[Process], listed: bool) -> Result<OrphanNs, ResolveError> {
     if let Some(arg) = &q.netns {
         let path = netns::NsPath::parse(arg).map_err(|why| ResolveError::BadNetns {
             arg: arg.clone(),
@@ -468,7 +535,7 @@ fn orphan_namespace(
         return Ok(OrphanNs { inode, path });
     }
     if listed {
-        if let Some((p, _)) = tables.first() {
+        if let Some(p) = procs.first() {
             return Ok(OrphanNs {
                 inode: p.netns,
                 path: netns::NsPath::of_pid(p.pid),
