@@ -285,6 +285,12 @@ fn shutdown_via_cli(env: &[(&str, &str)], pidfd_expected: bool) -> Vec<serde_jso
             bad.is_empty(),
             "the server was ptrace-stopped or traced: {bad:?}"
         );
+    } else {
+        // The engine stops the server: the same watch must see it (so it can see a stop at all).
+        assert!(
+            !bad.is_empty(),
+            "no stop seen in {samples} samples of the ptrace fallback"
+        );
     }
 
     let results: Vec<_> = lines.iter().filter(|v| v["type"] == "result").collect();
