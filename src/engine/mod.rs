@@ -309,7 +309,7 @@ pub fn operate(
     let exited = matches!(run.stop, Some(Halt::Exited(_)));
     let restored = if exited {
         drop(inj);
-        Ok(())
+        Ok(Vec::new())
     } else {
         inj.finish()
     };
@@ -320,11 +320,20 @@ pub fn operate(
     } else {
         frozen.release()
     };
+    let unsent = match &restored {
+        Ok(rest) if !rest.is_empty() => inject::resend(pid, tid, rest.clone(), opts.wait_limit),
+        _ => 0,
+    };
     let error = restored
         .as_ref()
         .err()
         .or(released.as_ref().err())
-        .map(|e| e.to_string());
+        .map(|e| e.to_string())
+        .or_else(|| {
+            (unsent > 0).then(|| {
+                format!("{unsent} signals held back during the surgery could not be re-sent (queue full)")
+            })
+        });
     run.pending.push(Entry::new(Event::Detach {
         pid,
         tid,
