@@ -417,12 +417,32 @@ fn act_executes_a_plan() {
         socket: None,
         epoll: vec![],
     };
-    let plan = Plan::new(Action::Close, vec![step(t.unix0), step(t.pipe_w)], None);
+    let mut sock = step(t.accepted);
+    let mut entry = fdclose::model::SocketEntry::closed_fd(sock.ino, fdclose::model::Proto::Tcp);
+    entry.state = fdclose::model::SockState::Established;
+    entry.peer = Some("[::ffff:127.0.0.1]:4242".parse().unwrap());
+    sock.socket = Some(entry);
+    let plan = Plan::new(
+        Action::Close,
+        vec![step(t.unix0), step(t.pipe_w), sock],
+        None,
+    );
     let res = execute(&plan, &ActOptions::default(), &mut j);
-    assert_eq!(res.len(), 2);
+    assert_eq!(res.len(), 3);
     for r in &res {
         assert!(done_verified(&r.outcome), "{r:?}");
     }
+    // The journal names the connection as planned, before the engine's records.
+    let text = std::fs::read_to_string(j.path()).unwrap();
+    let first: Vec<serde_json::Value> = text
+        .lines()
+        .take(3)
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(first.iter().all(|e| e["type"] == "planned"), "{text}");
+    let p = first.iter().find(|e| e["fd"] == t.accepted).unwrap();
+    assert_eq!(p["peer"], "127.0.0.1:4242");
+    assert_eq!(p["state"], "established");
     assert_eq!(t.fx.read_line(), "READ 0 0");
     let table = fd_table(t.pid);
     assert!(!table.contains_key(&t.unix0) && !table.contains_key(&t.pipe_w));
