@@ -63,8 +63,15 @@ fn start_with(flags: &[&str], args: &[&str]) -> Target {
     }
 }
 
+/// st_ino of what `fd` holds, read through a live thread (/proc/PID/fd is empty once the leader
+/// thread has exited).
 fn ino(pid: i32, fd: i32) -> u64 {
-    std::fs::metadata(format!("/proc/{pid}/fd/{fd}"))
+    let live = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|t| std::fs::read_dir(t.join("fd")).is_ok_and(|mut d| d.next().is_some()))
+        .unwrap();
+    std::fs::metadata(live.join(format!("fd/{fd}")))
         .unwrap()
         .ino()
 }
@@ -540,4 +547,31 @@ fn chosen_thread_is_used_and_its_read_restarts() {
     .unwrap_err()
     .to_string();
     assert!(e.contains("--tid 1 is not a thread"), "{e}");
+}
+
+/// A process whose main thread called pthread_exit (its leader is a zombie, another thread runs):
+/// not refused as a zombie; the surgery goes through the live thread.
+#[test]
+fn leaderless_process_is_not_a_zombie() {
+    let exe = build_c_fixture("engine_basic", &[]);
+    let mut fx = Fixture::spawn(Command::new(exe).arg("leaderless"));
+    let n: Vec<i32> = fx
+        .expect_line("READY")
+        .split_whitespace()
+        .map(|w| w.parse().unwrap())
+        .collect();
+    let (pid, pipe_w) = (n[0], n[5]);
+    wait_for("the leader to exit", Duration::from_secs(10), || {
+        status_field(pid, "State").is_some_and(|s| s.starts_with('Z'))
+    });
+    let (_d, mut j) = journal();
+    let surg = [Surgery {
+        fd: pipe_w,
+        expect_ino: ino(pid, pipe_w),
+        op: Op::Close,
+    }];
+    let out = engine::operate(pid, &surg, &EngineOptions::default(), &mut j).unwrap();
+    assert!(done_verified(&out[0]), "{out:?}");
+    // The reader thread sees end-of-file: the close happened inside the process.
+    assert_eq!(fx.read_line(), "READ 0 0");
 }

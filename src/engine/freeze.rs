@@ -27,7 +27,8 @@ impl Frozen {
     pub fn all(pid: i32, comm: &str, limit: Duration) -> Result<Frozen, EngineError> {
         let mut f = Frozen::empty(pid, comm, limit)?;
         loop {
-            let fresh: Vec<i32> = procfs::tids(pid)?
+            // Exited threads (a zombie leader) cannot stop: only live ones are seized.
+            let fresh: Vec<i32> = procfs::live_tids(pid)?
                 .into_iter()
                 .filter(|t| !f.threads.contains_key(t))
                 .collect();
@@ -48,6 +49,7 @@ impl Frozen {
             }
         }
         if f.live().next().is_none() {
+            // Nothing left to stop: the process (or every thread of it) is gone.
             return Err(EngineError::Exited {
                 pid,
                 during: "freeze".into(),

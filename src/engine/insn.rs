@@ -45,14 +45,15 @@ pub fn find_in_elf(image: &[u8], base: u64, pat: &[u8], align: usize) -> Option<
 }
 
 /// Find the syscall instruction of `abi` in process `pid` (which we have stopped and may read).
-pub fn find(pid: i32, abi: AbiKind) -> Result<Insn, EngineError> {
-    find_in(pid, abi, true)
+pub fn find(pid: i32, tid: i32, abi: AbiKind) -> Result<Insn, EngineError> {
+    find_in(pid, tid, abi, true)
 }
 
 /// [`find`], optionally without looking at the vDSO (to test the other path).
-fn find_in(pid: i32, abi: AbiKind, vdso_first: bool) -> Result<Insn, EngineError> {
-    let maps = procfs::parse_maps(&procfs::read_proc(pid, "maps")?);
-    let path = format!("/proc/{pid}/mem");
+/// Reads go through thread `tid` (/proc/PID/maps is empty once the leader has exited).
+fn find_in(pid: i32, tid: i32, abi: AbiKind, vdso_first: bool) -> Result<Insn, EngineError> {
+    let maps = procfs::parse_maps(&procfs::read_proc(pid, &format!("task/{tid}/maps"))?);
+    let path = format!("/proc/{pid}/task/{tid}/mem");
     let mem = std::fs::File::open(&path).map_err(|source| EngineError::Proc {
         pid,
         path: path.clone(),
@@ -138,7 +139,7 @@ mod tests {
         let me = std::process::id() as i32;
         let mem = std::fs::File::open("/proc/self/mem").unwrap();
         for vdso_first in [true, false] {
-            let insn = find_in(me, abi, vdso_first).unwrap();
+            let insn = find_in(me, me, abi, vdso_first).unwrap();
             assert_eq!(insn.mapping == "[vdso]", vdso_first, "{insn:?}");
             let mut b = vec![0u8; abi.syscall_insn().len()];
             mem.read_exact_at(&mut b, insn.addr).unwrap();

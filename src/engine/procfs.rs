@@ -263,6 +263,27 @@ pub fn tids(pid: i32) -> Result<Vec<i32>, EngineError> {
     Ok(v)
 }
 
+/// The state letter of thread `tid` (from /proc/PID/task/TID/stat), `None` if it is gone.
+pub fn task_state(pid: i32, tid: i32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")).ok()?;
+    stat_state(&stat)
+}
+
+/// The state letter of a /proc stat line (the field after the last ')').
+pub fn stat_state(stat: &str) -> Option<char> {
+    stat.rfind(')')
+        .and_then(|i| stat[i + 1..].trim_start().chars().next())
+}
+
+/// Threads of `pid` that have not exited (a leader that called pthread_exit stays listed as a
+/// zombie while the others run).
+pub fn live_tids(pid: i32) -> Result<Vec<i32>, EngineError> {
+    Ok(tids(pid)?
+        .into_iter()
+        .filter(|&t| task_state(pid, t).is_some_and(|c| !matches!(c, 'Z' | 'X')))
+        .collect())
+}
+
 pub fn task_syscall(pid: i32, tid: i32) -> Option<TaskSyscall> {
     std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/syscall"))
         .ok()
@@ -335,6 +356,13 @@ CapEff:\t000001ffffffffff\nNoNewPrivs:\t0\nSeccomp:\t2\nSeccomp_filters:\t1\n";
         assert!(stat_is_kthread(k));
         let u = "77 (a) b (c)) S 1 77 77 0 -1 4194560 120 0 0 0 1 0 0 0 20 0 1 0 9";
         assert!(!stat_is_kthread(u));
+    }
+
+    #[test]
+    fn stat_state_letter() {
+        assert_eq!(stat_state("7 (a) b) Z 1 7"), Some('Z'));
+        assert_eq!(stat_state("7 (x) S 1"), Some('S'));
+        assert_eq!(stat_state("garbage"), None);
     }
 
     #[test]
