@@ -125,6 +125,20 @@ pub(crate) const TCP_BOUND_INACTIVE: u8 = 13;
 /// are read on the others: on a server with tens of thousands of fds both take tens of
 /// milliseconds, and they do not depend on each other.
 pub fn resolve(q: &Query) -> Result<Resolution, ResolveError> {
+    resolve_with(q, Backend::Auto)
+}
+
+/// Where socket tables come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// sock_diag, falling back to /proc/PID/net per protocol when netlink is unavailable.
+    Auto,
+    /// /proc/PID/net only, as on a kernel without sock_diag (for comparisons and tests).
+    ProcNet,
+}
+
+/// [`resolve`] with a chosen socket-table backend.
+pub fn resolve_with(q: &Query, backend: Backend) -> Result<Resolution, ResolveError> {
     let me = std::process::id() as i32;
     let mut unreadable = Vec::new();
     let listed = matches!(q.targets, Targets::Listed { .. });
@@ -181,7 +195,7 @@ pub fn resolve(q: &Query) -> Result<Resolution, ResolveError> {
         let dumper = s.spawn(|| {
             plans
                 .iter()
-                .map(|n| (n, dump_namespace(n, own_ns, &n.need)))
+                .map(|n| (n, dump_namespace(n, own_ns, &n.need, backend)))
                 .collect::<Vec<_>>()
         });
         let tables = read_tables(procs, listed, threads, &mut unreadable);
@@ -227,7 +241,7 @@ pub fn resolve(q: &Query) -> Result<Resolution, ResolveError> {
                 }
             }
             if !extra.is_empty() {
-                let (more, source) = dump_namespace(n, own_ns, &extra)?;
+                let (more, source) = dump_namespace(n, own_ns, &extra, backend)?;
                 used.insert(source);
                 let into = sockets.entry(n.inode).or_default();
                 into.by_inode.extend(more.by_inode);
@@ -458,6 +472,7 @@ fn dump_namespace(
     plan: &NsPlan,
     own_ns: u64,
     need: &BTreeMap<Proto, u32>,
+    backend: Backend,
 ) -> Result<(NsSockets, Source), ResolveError> {
     let is_own = plan.inode == own_ns;
     let mut out = NsSockets::default();
@@ -465,7 +480,9 @@ fn dump_namespace(
 
     let mut sock = None;
     let mut open_err: Option<(String, io::Error)> = None;
-    if is_own {
+    if backend == Backend::ProcNet {
+        // Leave `sock` empty: every protocol takes the /proc/PID/net path below.
+    } else if is_own {
         sock = diag::DiagSocket::open().ok();
     } else {
         for path in plan.paths() {
