@@ -145,6 +145,12 @@ pub fn resolve_with(q: &Query, backend: Backend) -> Result<Resolution, ResolveEr
 
     // 1. Targets, and which namespaces to ask for which sockets.
     let procs = find_processes(&q.targets, me, &mut unreadable)?;
+    // Pids the operator named must be readable; processes found by name or by searching may
+    // exit while we look, and are then just left out.
+    let explicit: HashSet<i32> = match &q.targets {
+        Targets::Listed { pids, .. } => pids.iter().copied().collect(),
+        Targets::All => HashSet::new(),
+    };
     let wanted: Vec<Proto> = dedup_protos(&q.protos);
     let include: HashSet<i32> = q.include_fds.iter().copied().collect();
     let closed_wanted = q.state_mask & SockState::Closed.kernel_bit() != 0;
@@ -198,7 +204,7 @@ pub fn resolve_with(q: &Query, backend: Backend) -> Result<Resolution, ResolveEr
                 .map(|n| (n, dump_namespace(n, own_ns, &n.need, backend)))
                 .collect::<Vec<_>>()
         });
-        let tables = read_tables(procs, listed, threads, &mut unreadable);
+        let tables = read_tables(procs, listed, &explicit, threads, &mut unreadable);
         let dumps = dumper
             .join()
             .unwrap_or_else(|e| std::panic::resume_unwind(e));
@@ -342,16 +348,17 @@ impl NsPlan {
     }
 }
 
-/// Fd tables of the targets. A listed process that cannot be read is an error; in a search of
-/// every process it is noted in `unreadable` and skipped, and one that exited meanwhile is
-/// dropped silently.
+/// Fd tables of the targets. A named process (by pid or comm) we may not read is an error, and
+/// so is a named pid that no longer exists; in a search of every process an unreadable one is
+/// noted in `unreadable`, and a process that exited meanwhile is dropped silently.
 fn read_tables(
     procs: Vec<Process>,
     listed: bool,
+    explicit: &HashSet<i32>,
     threads: usize,
     unreadable: &mut Vec<Unreadable>,
 ) -> Result<Vec<(Process, fds::FdTable)>, ResolveError> {
-    let results: Vec<Result<fds::FdTable, fds::FdError>> = if listed {
+    let results: Vec<Result<fds::FdTable, fds::FdError>> = if procs.len() <= threads {
         // Few processes, maybe huge: spread each one's fds over the threads.
         procs
             .iter()
@@ -391,19 +398,18 @@ fn read_tables(
     for (p, r) in procs.into_iter().zip(results) {
         match r {
             Ok(t) => tables.push((p, t)),
-            Err(e) if listed => {
-                return Err(match e.source.raw_os_error() {
-                    Some(libc::ENOENT) | Some(libc::ESRCH) => {
-                        ResolveError::NoSuchPid { pid: p.pid }
-                    }
-                    _ => ResolveError::Unreadable {
-                        pid: p.pid,
-                        path: e.path,
-                        source: e.source,
-                    },
-                });
+            Err(e) if matches!(e.source.raw_os_error(), Some(libc::ENOENT | libc::ESRCH)) => {
+                if explicit.contains(&p.pid) {
+                    return Err(ResolveError::NoSuchPid { pid: p.pid });
+                }
             }
-            Err(e) if matches!(e.source.raw_os_error(), Some(libc::ENOENT | libc::ESRCH)) => {}
+            Err(e) if listed => {
+                return Err(ResolveError::Unreadable {
+                    pid: p.pid,
+                    path: e.path,
+                    source: e.source,
+                })
+            }
             Err(e) => unreadable.push(Unreadable {
                 pid: p.pid,
                 reason: format!("cannot read {}: {}", e.path, errno_text(&e.source)),
