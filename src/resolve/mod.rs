@@ -641,6 +641,9 @@ fn find_processes(
         Targets::Listed { pids, comms } => {
             let mut out: Vec<Process> = Vec::new();
             for &pid in pids {
+                if out.iter().any(|p| p.pid == pid) {
+                    continue;
+                }
                 if pid <= 0 {
                     return Err(ResolveError::NoSuchPid { pid });
                 }
@@ -698,6 +701,7 @@ fn find_processes(
                 }
             }
             out.sort_by_key(|p| p.pid);
+            out.dedup_by_key(|p| p.pid);
             Ok(out)
         }
         Targets::All => {
