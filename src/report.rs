@@ -372,8 +372,9 @@ pub fn match_json(m: &Match) -> Value {
     match &m.socket {
         Some(s) => {
             o.insert("inode".into(), json!(s.inode));
-            o.insert("proto".into(), json!(s.proto));
-            o.insert("state".into(), json!(s.state));
+            // Names exactly as --proto and --state accept them, so output feeds back as input.
+            o.insert("proto".into(), json!(s.proto.name()));
+            o.insert("state".into(), json!(s.state.name()));
             o.insert(
                 "local".into(),
                 json!(s.local_display().map(|a| a.to_string())),
@@ -606,8 +607,8 @@ pub fn result_json(action: Action, m: &Match, o: &Outcome) -> Value {
         "comm": m.comm,
         "fd": m.fd,
         "inode": m.inode(),
-        "proto": m.socket.as_ref().map(|s| s.proto),
-        "state": m.socket.as_ref().map(|s| s.state),
+        "proto": m.socket.as_ref().map(|s| s.proto.name()),
+        "state": m.socket.as_ref().map(|s| s.state.name()),
         "peer": m.socket.as_ref().and_then(|s| s.peer_display()).map(|a| a.to_string()),
         "outcome": outcome_name(o),
         "reason": outcome_reason(o),
@@ -860,6 +861,7 @@ By process:
         assert_eq!(a["inode"], 1017);
         assert_eq!(a["proto"], "tcp");
         assert_eq!(a["state"], "close-wait");
+        assert_eq!(lines[1]["state"], "established");
         assert_eq!(a["local"], "10.0.0.1:8080");
         assert_eq!(a["peer"], "10.0.0.5:51234");
         assert_eq!(a["recv_q"], 12);
@@ -876,6 +878,16 @@ By process:
         assert_eq!(s["send_q"], 3000);
         assert_eq!(s["unreadable"], 2);
         assert_eq!(s["by_state"]["close-wait"], 2);
+    }
+
+    #[test]
+    fn json_spells_states_as_the_state_flag_does() {
+        for st in SockState::NAMED {
+            let m = sock(1, 3, st, "127.0.0.1:1", "127.0.0.1:2", 0, 0);
+            assert_eq!(match_json(&m)["state"], st.name());
+            let done = Outcome::Gone { what: "x".into() };
+            assert_eq!(result_json(Action::Close, &m, &done)["state"], st.name());
+        }
     }
 
     #[test]
