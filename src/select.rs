@@ -400,6 +400,11 @@ impl Selection {
     }
 
     pub fn matches(&self, m: &Match) -> bool {
+        // --orphans selects sockets no fd owns, and only those: `--orphans --action destroy` must
+        // never reach a socket a program still holds.
+        if self.orphans && m.fd.is_some() {
+            return false;
+        }
         if !self.fds.is_empty() && !m.fd.is_some_and(|fd| self.fds.contains(&fd)) {
             return false;
         }
@@ -762,6 +767,16 @@ mod tests {
             e.starts_with("--idle 'ten minutes' is not a duration"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn orphans_selects_only_sockets_no_fd_owns() {
+        let s = sel(&["--orphans", "--state", "fin-wait-1"]).unwrap();
+        let mut owned = sock(SockState::FinWait1, "127.0.0.1:80", "127.0.0.1:5000");
+        assert!(!s.matches(&owned));
+        owned.fd = None;
+        owned.pid = 0;
+        assert!(s.matches(&owned));
     }
 
     #[test]
