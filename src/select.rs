@@ -242,7 +242,8 @@ impl Selection {
             Some(Vec::new())
         };
         let mut any_state = false;
-        for word in &a.state {
+        // `--state close-wait,last-ack` is accepted too, as a shorthand for repeating the flag.
+        for word in a.state.iter().flat_map(|w| w.split(',')) {
             match parse_state(word)? {
                 None => any_state = true,
                 Some(list) => {
@@ -264,6 +265,7 @@ impl Selection {
         let listening_named = a
             .state
             .iter()
+            .flat_map(|w| w.split(','))
             .any(|w| w.trim().eq_ignore_ascii_case("listening"));
 
         let peers = a
@@ -530,6 +532,15 @@ mod tests {
         assert!(!y.contains(&SockState::SynSent) && !y.contains(&SockState::SynRecv));
         assert!(y.contains(&SockState::CloseWait));
         assert_eq!(y.len(), 7);
+
+        let comma = sel(&["--state", "close-wait,last-ack"]).unwrap();
+        assert_eq!(comma.states, s.states);
+        assert!(
+            sel(&["--state", "established,listening"])
+                .unwrap()
+                .listening_named
+        );
+        assert!(sel(&["--state", "close-wait,"]).is_err());
 
         let a = sel(&["--state", "all", "--state", "established"]).unwrap();
         assert_eq!(a.states, None);
