@@ -21,6 +21,12 @@ const NOTHING: u8 = 1;
 const ERROR: u8 = 2;
 
 fn main() -> ExitCode {
+    // Errors here are sentences for an operator, never worth a backtrace; with RUST_BACKTRACE=1
+    // eyre would capture one per error (seconds in a debug build). Panics still honour it.
+    // Set before any thread exists.
+    if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
+        std::env::set_var("RUST_LIB_BACKTRACE", "0");
+    }
     // Panics get color-eyre's report; ordinary errors are printed as one sentence below.
     let _ = color_eyre::install();
     let args = Args::parse();
