@@ -580,8 +580,8 @@ pub fn results_text(action: Action, results: &[(&Match, &Outcome)]) -> String {
     out
 }
 
-/// `3 done, 1 gone, 0 changed, 1 failed`.
-pub fn results_count_line<'a>(outcomes: impl Iterator<Item = &'a Outcome>) -> String {
+/// How many steps ended done, gone, changed, failed (in that order).
+fn outcome_counts<'a>(outcomes: impl Iterator<Item = &'a Outcome>) -> [usize; 4] {
     let mut n = [0usize; 4];
     for o in outcomes {
         let i = match o {
@@ -592,6 +592,12 @@ pub fn results_count_line<'a>(outcomes: impl Iterator<Item = &'a Outcome>) -> St
         };
         n[i] += 1;
     }
+    n
+}
+
+/// `3 done, 1 gone, 0 changed, 1 failed`.
+pub fn results_count_line<'a>(outcomes: impl Iterator<Item = &'a Outcome>) -> String {
+    let n = outcome_counts(outcomes);
     format!(
         "{} done, {} gone, {} changed, {} failed",
         n[0], n[1], n[2], n[3]
@@ -626,12 +632,23 @@ pub fn result_json(action: Action, m: &Match, o: &Outcome) -> Value {
     v
 }
 
-/// Results as JSON Lines.
+/// Results as JSON Lines, closed by a `{"type":"outcomes"}` object with the count per outcome.
 pub fn results_json_lines(action: Action, results: &[(&Match, &Outcome)]) -> String {
-    results
+    let mut out: String = results
         .iter()
         .map(|(m, o)| format!("{}\n", result_json(action, m, o)))
-        .collect()
+        .collect();
+    let n = outcome_counts(results.iter().map(|(_, o)| *o));
+    let total = json!({
+        "type": "outcomes",
+        "action": action.name(),
+        "done": n[0],
+        "gone": n[1],
+        "changed": n[2],
+        "failed": n[3],
+    });
+    out.push_str(&format!("{total}\n"));
+    out
 }
 
 /// Whether a match is a listening socket (acting on one is an outage unless asked for by name).
@@ -961,6 +978,11 @@ By process:
         assert_eq!(j[1]["outcome"], "failed");
         assert_eq!(j[1]["errno"], 1);
         assert_eq!(j[2]["outcome"], "changed");
+        assert_eq!(j.len(), 4);
+        assert_eq!(
+            j[3],
+            json!({"type": "outcomes", "action": "close", "done": 1, "gone": 0, "changed": 1, "failed": 1})
+        );
         assert_eq!(j[2]["reason"], "fd now holds socket:[999]; left alone");
     }
 }

@@ -73,6 +73,10 @@ fn close_acts_on_exactly_the_selected_fds() {
         })
         .collect();
     assert_eq!(acted, chosen);
+    let last = lines.last().unwrap();
+    assert_eq!(last["type"], "outcomes");
+    assert_eq!(last["done"], 3);
+    assert_eq!(last["failed"], 0);
     assert!(
         err.contains(&format!("journal: {}", journal.display())),
         "{err}"
