@@ -290,6 +290,7 @@ pub fn operate(
         sigmask: inj
             .saved_mask()
             .map_or_else(|| "unknown".into(), |m| format!("{m:#x}")),
+        signals_blocked: inj.signals_blocked(),
         seccomp: st.seccomp == 2,
     });
     journal.record(&attach)?;
