@@ -380,7 +380,7 @@ fn cli_shutdown_without_pidfd_and_without_ptrace_refuses() {
 }
 
 #[test]
-fn library_write_shutdown_of_an_established_connection_reaches_the_peer() {
+fn library_read_then_write_shutdown_of_an_established_connection_reaches_the_peer() {
     use std::io::Read;
     let (_fx, port) = server();
     let pid = _fx.pid();
@@ -402,6 +402,14 @@ fn library_write_shutdown_of_an_established_connection_reaches_the_peer() {
     let ino = fd_inode(pid, fd);
     let mut m = step(pid, fd, ino);
     m.socket.as_mut().unwrap().state = SockState::Established;
+
+    // A read shutdown leaves the state alone; it is verified by reads now ending at once.
+    let (outcome, rec) = fdclose::pidfd::shutdown_step(&m, How::Rd, |_| Ok(())).unwrap();
+    assert!(
+        matches!(outcome, Outcome::Done { verified: true, .. }),
+        "{outcome:?}"
+    );
+    assert_eq!(rec.state_after.as_deref(), Some("established"));
 
     let (outcome, rec) = fdclose::pidfd::shutdown_step(&m, How::Wr, |_| Ok(())).unwrap();
     assert!(
