@@ -87,13 +87,18 @@ fn run(args: &Args) -> Result<u8> {
         return Ok(FOUND);
     }
 
-    let code = act(&cfg, &plan, res.unreadable.len());
+    let code = act(&cfg, &plan, res.unreadable.len(), res.orphans_netns);
     report_unreadable(&res.unreadable);
     code
 }
 
 /// Refuse what would be an outage or a surprise, confirm, then execute the plan.
-fn act(cfg: &Config, plan: &Plan, unreadable: usize) -> Result<u8> {
+fn act(
+    cfg: &Config,
+    plan: &Plan,
+    unreadable: usize,
+    orphans_netns: Option<std::path::PathBuf>,
+) -> Result<u8> {
     if cfg.selection.is_empty() {
         return Err(eyre!(
             "fdclose will not act on every socket of a process: name --state, --peer, --local, \
@@ -132,12 +137,25 @@ fn act(cfg: &Config, plan: &Plan, unreadable: usize) -> Result<u8> {
             return Ok(NOTHING);
         }
     }
-    execute(cfg, plan)
+    execute(cfg, plan, orphans_netns)
 }
 
 /// Ask the engine whether each target can be acted on at all, before asking the operator, so a
 /// refusal (pid 1, a traced process, a kernel thread...) comes before the question.
 fn precheck_targets(cfg: &Config, plan: &Plan) -> Result<()> {
+    // Shutdown goes through pidfd_getfd when the kernel has it (no stop, so no ptrace checks);
+    // without it, --no-ptrace leaves no way at all: refuse before asking.
+    if let Action::Shutdown { .. } = plan.action {
+        match fdclose::pidfd::probe() {
+            Ok(()) => return Ok(()),
+            Err(_) if cfg.no_ptrace => {
+                return Err(eyre!(
+                    fdclose::pidfd::no_ptrace_refusal().unwrap_or_default()
+                ))
+            }
+            Err(_) => {}
+        }
+    }
     if cfg.no_ptrace || plan.action == Action::Destroy {
         return Ok(());
     }
@@ -157,13 +175,18 @@ fn act_options(cfg: &Config) -> ActOptions {
             ..EngineOptions::default()
         },
         no_ptrace: cfg.no_ptrace,
+        ..ActOptions::default()
     }
 }
 
 /// Carry out the confirmed plan, print what happened to each step and where the journal is.
-fn execute(cfg: &Config, plan: &Plan) -> Result<u8> {
+fn execute(cfg: &Config, plan: &Plan, orphans_netns: Option<std::path::PathBuf>) -> Result<u8> {
     let mut journal = Journal::open(cfg.journal.as_deref())?;
-    let results = act::execute(plan, &act_options(cfg), &mut journal);
+    let opts = ActOptions {
+        orphans_netns,
+        ..act_options(cfg)
+    };
+    let results = act::execute(plan, &opts, &mut journal);
     let pairs: Vec<(&Match, &Outcome)> = results.iter().map(|r| (&r.step, &r.outcome)).collect();
     match cfg.output {
         Output::Json => print(&report::results_json_lines(plan.action, &pairs)),

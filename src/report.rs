@@ -177,7 +177,8 @@ pub fn table(matches: &[Match]) -> String {
             ]
         })
         .collect();
-    render_table(&SOCKET_HEADERS, &rows)
+    let (headers, rows) = with_mem_column(&SOCKET_HEADERS, rows, matches);
+    render_table(&headers, &rows)
 }
 
 /// Counts and queue bytes over a set of matches.
@@ -235,10 +236,11 @@ pub fn total_line(matches: &[Match]) -> String {
         ));
     }
     format!(
-        "{s} in {}; recv-q {} bytes, send-q {} bytes",
+        "{s} in {}; recv-q {} bytes, send-q {} bytes{}",
         plural(t.processes, "process", "processes"),
         t.recv_q,
-        t.send_q
+        t.send_q,
+        orphan_mem_words(matches)
     )
 }
 
@@ -353,6 +355,7 @@ pub fn summary(matches: &[Match]) -> String {
         ],
         &rows,
     )));
+    out.push_str(&orphan_summary(matches));
     let _ = writeln!(out, "\n{}", total_line(matches));
     out
 }
@@ -412,7 +415,7 @@ pub fn summary_json(matches: &[Match], unreadable: usize) -> Value {
     for s in matches.iter().filter_map(|m| m.socket.as_ref()) {
         *by_state.entry(s.state.name()).or_default() += 1;
     }
-    json!({
+    let mut v = json!({
         "type": "summary",
         "sockets": t.sockets,
         "other_fds": t.other_fds,
@@ -421,7 +424,9 @@ pub fn summary_json(matches: &[Match], unreadable: usize) -> Value {
         "send_q": t.send_q,
         "by_state": by_state,
         "unreadable": unreadable,
-    })
+    });
+    add_orphans_json(&mut v, matches);
+    v
 }
 
 /// JSON Lines: one object per match, then the summary object.
@@ -656,6 +661,232 @@ pub fn is_listening(m: &Match) -> bool {
     m.socket
         .as_ref()
         .is_some_and(|s| s.state == SockState::Listening)
+}
+
+// ---- orphans: what sockets owned by no fd hold (orphans helper) -------------------------------
+//
+// Orphans (FIN-WAIT-1 behind a zero window...) matter for the memory they pin, so wherever they
+// are listed the report adds socket memory (skmem: rmem + wmem_queued + fwd + opt, as `ss -m`):
+// a MEM column in the table, the memory in the total line, an "Orphans" section in --summary
+// (per state and per peer) and an `orphans` object in the JSON summary. Listings without orphans
+// print exactly as before.
+
+/// A socket no process holds (pid 0, no fd).
+fn is_orphan(m: &Match) -> bool {
+    m.fd.is_none() && m.pid == 0 && m.socket.is_some()
+}
+
+fn mem_bytes(m: &Match) -> Option<u64> {
+    m.socket.as_ref()?.mem.map(|x| x.total())
+}
+
+/// `table()`'s headers and rows with MEM after SEND-Q when any row is an orphan.
+fn with_mem_column(
+    headers: &[(&'static str, Align)],
+    mut rows: Vec<Vec<String>>,
+    matches: &[Match],
+) -> (Vec<(&'static str, Align)>, Vec<Vec<String>>) {
+    let mut headers = headers.to_vec();
+    if !matches.iter().any(is_orphan) {
+        return (headers, rows);
+    }
+    let at = headers
+        .iter()
+        .position(|(h, _)| *h == "SEND-Q")
+        .map_or(headers.len(), |i| i + 1);
+    headers.insert(at, ("MEM", Align::Right));
+    for (row, m) in rows.iter_mut().zip(matches) {
+        row.insert(at, mem_bytes(m).map_or("-".into(), |b| b.to_string()));
+    }
+    (headers, rows)
+}
+
+/// `, socket memory N bytes` for the total line when orphans are listed.
+fn orphan_mem_words(matches: &[Match]) -> String {
+    if !matches.iter().any(is_orphan) {
+        return String::new();
+    }
+    let mem: u64 = matches.iter().filter_map(mem_bytes).sum();
+    format!(", socket memory {mem} bytes")
+}
+
+#[derive(Default, Clone, Copy, serde::Serialize)]
+struct OrphanGroup {
+    sockets: usize,
+    recv_q: u64,
+    send_q: u64,
+    mem: u64,
+}
+
+impl OrphanGroup {
+    fn add(&mut self, m: &Match) {
+        self.sockets += 1;
+        if let Some(s) = &m.socket {
+            self.recv_q += s.recv_q;
+            self.send_q += s.send_q;
+        }
+        self.mem += mem_bytes(m).unwrap_or(0);
+    }
+}
+
+/// Orphan groups keyed by state name or peer address.
+type OrphanGroups = BTreeMap<String, OrphanGroup>;
+
+/// Orphans grouped by state and by peer address, with their totals.
+fn orphan_groups(matches: &[Match]) -> Option<(OrphanGroup, OrphanGroups, OrphanGroups)> {
+    let mut total = OrphanGroup::default();
+    let mut by_state = OrphanGroups::new();
+    let mut by_peer = OrphanGroups::new();
+    for m in matches.iter().filter(|m| is_orphan(m)) {
+        let s = m.socket.as_ref().expect("orphans are sockets");
+        total.add(m);
+        by_state
+            .entry(s.state.name().to_string())
+            .or_default()
+            .add(m);
+        let peer = s.peer_display().map_or("*".into(), |p| p.ip().to_string());
+        by_peer.entry(peer).or_default().add(m);
+    }
+    (total.sockets > 0).then_some((total, by_state, by_peer))
+}
+
+/// The `--summary` section on orphans; empty when there are none.
+fn orphan_summary(matches: &[Match]) -> String {
+    let Some((total, by_state, by_peer)) = orphan_groups(matches) else {
+        return String::new();
+    };
+    let rows = |g: OrphanGroups| -> Vec<Vec<String>> {
+        let mut v: Vec<(String, OrphanGroup)> = g.into_iter().collect();
+        v.sort_by(|(ka, a), (kb, b)| b.mem.cmp(&a.mem).then(ka.cmp(kb)));
+        v.into_iter()
+            .map(|(k, g)| {
+                vec![
+                    k,
+                    g.sockets.to_string(),
+                    g.recv_q.to_string(),
+                    g.send_q.to_string(),
+                    g.mem.to_string(),
+                ]
+            })
+            .collect()
+    };
+    let cols = |first: &'static str| {
+        [
+            (first, Align::Left),
+            ("SOCKETS", Align::Right),
+            ("RECV-Q", Align::Right),
+            ("SEND-Q", Align::Right),
+            ("MEM", Align::Right),
+        ]
+    };
+    let mut out = format!(
+        "\nOrphans (owned by no fd; only --action destroy frees them): {}, send-q {} bytes, \
+         socket memory {} bytes\n",
+        plural(total.sockets, "socket", "sockets"),
+        total.send_q,
+        total.mem
+    );
+    out.push_str("  By state:\n");
+    out.push_str(&indent(&indent(&render_table(
+        &cols("STATE"),
+        &rows(by_state),
+    ))));
+    out.push_str("  By peer:\n");
+    out.push_str(&indent(&indent(&render_table(
+        &cols("PEER"),
+        &rows(by_peer),
+    ))));
+    out
+}
+
+/// `"orphans": {sockets, recv_q, send_q, mem, by_state: {...}, by_peer: {...}}` in the JSON
+/// summary, and `"mem"` (all listed sockets) when orphans are listed.
+fn add_orphans_json(v: &mut Value, matches: &[Match]) {
+    let Some((total, by_state, by_peer)) = orphan_groups(matches) else {
+        return;
+    };
+    v["mem"] = json!(matches.iter().filter_map(mem_bytes).sum::<u64>());
+    v["orphans"] = json!({
+        "sockets": total.sockets,
+        "recv_q": total.recv_q,
+        "send_q": total.send_q,
+        "mem": total.mem,
+        "by_state": by_state,
+        "by_peer": by_peer,
+    });
+}
+
+#[cfg(test)]
+mod orphan_tests {
+    use super::*;
+    use crate::model::{MemInfo, Proto, SocketEntry};
+
+    fn orphan(peer: &str, sq: u64, mem: u32) -> Match {
+        let mut s = SocketEntry::closed_fd(0, Proto::Tcp);
+        s.state = SockState::FinWait1;
+        s.local = Some("127.0.0.1:8080".parse().unwrap());
+        s.peer = Some(peer.parse().unwrap());
+        s.send_q = sq;
+        s.mem = Some(MemInfo {
+            wmem_queued: mem,
+            fwd_alloc: 100,
+            ..MemInfo::default()
+        });
+        Match {
+            pid: 0,
+            comm: "-".into(),
+            fd: None,
+            ino: 0,
+            target: "-".into(),
+            socket: Some(s),
+            epoll: vec![],
+        }
+    }
+
+    #[test]
+    fn orphans_show_their_memory_in_table_summary_and_json() {
+        let v = vec![
+            orphan("127.0.0.2:1000", 500, 4000),
+            orphan("127.0.0.2:1001", 700, 6000),
+            orphan("127.0.0.3:1000", 1, 900),
+        ];
+        let t = table(&v);
+        let head: Vec<&str> = t.lines().next().unwrap().split_whitespace().collect();
+        assert_eq!(head[7..10], ["RECV-Q", "SEND-Q", "MEM"]);
+        let row: Vec<&str> = t.lines().nth(1).unwrap().split_whitespace().collect();
+        assert_eq!(row[9], "4100");
+        assert!(total_line(&v).ends_with("send-q 1201 bytes, socket memory 11200 bytes"));
+
+        let s = summary(&v);
+        assert!(s.contains("Orphans (owned by no fd"), "{s}");
+        let peer2 = s.lines().find(|l| {
+            l.trim_start().starts_with("127.0.0.2 ") && l.split_whitespace().count() == 5
+        });
+        assert_eq!(
+            peer2.unwrap().split_whitespace().collect::<Vec<_>>(),
+            ["127.0.0.2", "2", "0", "1200", "10200"]
+        );
+
+        let j = summary_json(&v, 0);
+        assert_eq!(j["send_q"], 1201);
+        assert_eq!(j["mem"], 11200);
+        assert_eq!(j["orphans"]["sockets"], 3);
+        assert_eq!(j["orphans"]["by_state"]["fin-wait-1"]["mem"], 11200);
+        assert_eq!(j["orphans"]["by_peer"]["127.0.0.3"]["send_q"], 1);
+    }
+
+    #[test]
+    fn listings_without_orphans_are_unchanged() {
+        let mut m = orphan("127.0.0.2:1000", 5, 10);
+        m.pid = 42;
+        m.fd = Some(7);
+        let t = table(std::slice::from_ref(&m));
+        assert!(!t.lines().next().unwrap().contains("MEM"));
+        assert!(!summary(std::slice::from_ref(&m)).contains("Orphans"));
+        assert!(summary_json(std::slice::from_ref(&m), 0)
+            .get("orphans")
+            .is_none());
+    }
 }
 
 #[cfg(test)]

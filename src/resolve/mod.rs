@@ -148,13 +148,14 @@ pub fn resolve(q: &Query) -> Result<Resolution, ResolveError> {
     };
     let mut plans: Vec<NsPlan> = Vec::new();
     for p in &procs {
-        if plans.iter().any(|n| n.inode == p.netns) {
+        if let Some(n) = plans.iter_mut().find(|n| n.inode == p.netns) {
+            n.members.push(p.pid);
             continue;
         }
         plans.push(NsPlan {
             inode: p.netns,
             path: netns::NsPath::of_pid(p.pid),
-            leader: p.pid,
+            members: vec![p.pid],
             need: wanted.iter().map(|&w| (w, base_mask)).collect(),
         });
     }
@@ -165,7 +166,7 @@ pub fn resolve(q: &Query) -> Result<Resolution, ResolveError> {
                 plans.push(NsPlan {
                     inode: o.inode,
                     path: o.path.clone(),
-                    leader: 0,
+                    members: Vec::new(),
                     need: BTreeMap::new(),
                 });
                 plans.last_mut().expect("just pushed")
@@ -180,8 +181,8 @@ pub fn resolve(q: &Query) -> Result<Resolution, ResolveError> {
         let dumper = s.spawn(|| {
             plans
                 .iter()
-                .map(|n| dump_namespace(n, own_ns, &n.need).map(|d| (n.inode, d)))
-                .collect::<Result<Vec<_>, _>>()
+                .map(|n| (n, dump_namespace(n, own_ns, &n.need)))
+                .collect::<Vec<_>>()
         });
         let tables = read_tables(procs, listed, threads, &mut unreadable);
         let dumps = dumper
@@ -189,12 +190,27 @@ pub fn resolve(q: &Query) -> Result<Resolution, ResolveError> {
             .unwrap_or_else(|e| std::panic::resume_unwind(e));
         (dumps, tables)
     });
-    let tables = tables?;
+    let mut tables = tables?;
     let mut used = HashSet::new();
     let mut sockets: HashMap<u64, NsSockets> = HashMap::new();
-    for (ns, (table, source)) in dumps? {
-        used.insert(source);
-        sockets.insert(ns, table);
+    for (plan, dump) in dumps {
+        match dump {
+            Ok((table, source)) => {
+                used.insert(source);
+                sockets.insert(plan.inode, table);
+            }
+            // Searching every process, a namespace we cannot list makes its processes
+            // unreadable, not the whole search impossible.
+            Err(e) if !listed && !plan.members.is_empty() => {
+                let reason = e.to_string();
+                tables.retain(|(p, _)| p.netns != plan.inode);
+                unreadable.extend(plan.members.iter().map(|&pid| Unreadable {
+                    pid,
+                    reason: reason.clone(),
+                }));
+            }
+            Err(e) => return Err(e),
+        }
     }
 
     // Fds named by --fd bypass the proto and state filters: dump their protocol in every state
@@ -292,11 +308,24 @@ pub fn resolve(q: &Query) -> Result<Resolution, ResolveError> {
 /// What to ask one network namespace for.
 struct NsPlan {
     inode: u64,
+    /// How to enter it: `--netns` or the first member's /proc/PID/ns/net.
     path: netns::NsPath,
-    /// A process in it, for the /proc/PID/net fallback; 0 when none (a --netns path).
-    leader: i32,
+    /// Target processes in it, for entering it and for the /proc/PID/net fallback.
+    members: Vec<i32>,
     /// Protocol → kernel state mask.
     need: BTreeMap<Proto, u32>,
+}
+
+impl NsPlan {
+    /// Ways into the namespace, in order: the plan's path, then each other member's.
+    fn paths(&self) -> impl Iterator<Item = netns::NsPath> + '_ {
+        std::iter::once(self.path.clone()).chain(
+            self.members
+                .iter()
+                .skip(1)
+                .map(|&p| netns::NsPath::of_pid(p)),
+        )
+    }
 }
 
 /// Fd tables of the targets. A listed process that cannot be read is an error; in a search of
@@ -421,33 +450,39 @@ enum Source {
 }
 
 /// One namespace's sockets of the protocols in `need`, each dumped with its state mask: through
-/// sock_diag when we can, else from /proc/PID/net of `procnet_pid` (a process in that namespace).
+/// sock_diag when we can, else from /proc/PID/net of a process in that namespace.
+///
+/// Processes come and go while we look: the namespace is entered through the first member that
+/// still exists, and a namespace whose members have all exited has no sockets of theirs left.
 fn dump_namespace(
     plan: &NsPlan,
     own_ns: u64,
     need: &BTreeMap<Proto, u32>,
 ) -> Result<(NsSockets, Source), ResolveError> {
-    let (path, procnet_pid) = (&plan.path, plan.leader);
     let is_own = plan.inode == own_ns;
     let mut out = NsSockets::default();
-    let opened = if is_own {
-        diag::DiagSocket::open()
+    let gone = |e: &io::Error| matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ESRCH));
+
+    let mut sock = None;
+    let mut open_err: Option<(String, io::Error)> = None;
+    if is_own {
+        sock = diag::DiagSocket::open().ok();
     } else {
-        diag::DiagSocket::open_in(path)
-    };
-    let mut sock = match opened {
-        Ok(s) => Some(s),
-        Err(e) if procnet_pid != 0 || is_own => {
-            let _ = e; // netlink or setns unavailable: /proc/PID/net shows the same namespace
-            None
+        for path in plan.paths() {
+            match diag::DiagSocket::open_in(&path) {
+                Ok(s) => {
+                    sock = Some(s);
+                    break;
+                }
+                Err(e) if gone(&e) => {}
+                Err(e) => {
+                    open_err = Some((path.0.display().to_string(), e));
+                    break;
+                }
+            }
         }
-        Err(source) => {
-            return Err(ResolveError::Netns {
-                path: path.0.display().to_string(),
-                source,
-            })
-        }
-    };
+    }
+
     let mut source = Source::Diag;
     for (&proto, &mask) in need {
         if let Some(s) = sock.as_mut() {
@@ -471,30 +506,54 @@ fn dump_namespace(
                 Err(e) if fallback_errno(&e) => {}
                 Err(e) => {
                     return Err(ResolveError::Sockets {
-                        path: path.0.display().to_string(),
+                        path: plan.path.0.display().to_string(),
                         source: e,
                     })
                 }
             }
         }
+        // /proc/PID/net of a member (ours: /proc/self/net).
         source = Source::ProcNet;
-        let pid = match (procnet_pid, is_own) {
-            (0, true) => None,
-            (0, false) => {
-                return Err(ResolveError::Sockets {
-                    path: path.0.display().to_string(),
-                    source: io::Error::from_raw_os_error(libc::EPROTONOSUPPORT),
-                })
-            }
-            (pid, _) => Some(pid),
+        let pids: Vec<Option<i32>> = if is_own && plan.members.is_empty() {
+            vec![None]
+        } else {
+            plan.members.iter().map(|&p| Some(p)).collect()
         };
-        let entries = proc_net::read_table(pid, proto).map_err(|source| ResolveError::Sockets {
-            path: proc_net::table_dir(pid),
-            source,
-        })?;
-        for e in entries {
-            if e.state.kernel_bit() & mask != 0 {
-                out.add(e);
+        let mut read = None;
+        for pid in pids {
+            match proc_net::read_table(pid, proto) {
+                Ok(v) => {
+                    read = Some(v);
+                    break;
+                }
+                Err(e) if gone(&e) => {}
+                Err(source) => {
+                    return Err(ResolveError::Sockets {
+                        path: proc_net::table_dir(pid),
+                        source,
+                    })
+                }
+            }
+        }
+        match read {
+            Some(entries) => {
+                for e in entries {
+                    if e.state.kernel_bit() & mask != 0 {
+                        out.add(e);
+                    }
+                }
+            }
+            // No member left to read through: fatal only for a namespace named by path.
+            None => {
+                if let Some((path, source)) = open_err.take() {
+                    return Err(ResolveError::Netns { path, source });
+                }
+                if plan.members.is_empty() && !is_own {
+                    return Err(ResolveError::Netns {
+                        path: plan.path.0.display().to_string(),
+                        source: io::Error::from_raw_os_error(libc::ENOENT),
+                    });
+                }
             }
         }
     }
