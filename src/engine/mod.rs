@@ -1,1 +1,752 @@
-//! engine: ptrace injection of close/shutdown/dup3 into a live process, restored exactly.
+//! The ptrace engine: do what `gdb -p PID -batch -ex 'call close(97)'` does, without gdb, for
+//! thousands of fds in one attach, and leave the process exactly as it was apart from those fds.
+//!
+//! How (see SAFETY.md for every hazard and what we do about it):
+//! 1. **freeze**: PTRACE_SEIZE + PTRACE_INTERRUPT every thread (rescanning /proc/PID/task until no
+//!    new thread appears), or only the injection thread with `freeze: false`;
+//! 2. pick the **injection thread** (one blocked in a call the kernel restarts transparently),
+//!    save its registers (NT_PRSTATUS) and signal mask, block every signal;
+//! 3. borrow a **syscall instruction** that already exists in an executable mapping (the vDSO
+//!    first): nothing is ever written to the target's memory;
+//! 4. for each fd: **verify** it still holds the planned inode, journal, run the calls between
+//!    syscall-entry/exit stops, journal the result, verify the effect;
+//! 5. **restore** the registers and mask at a PTRACE_EVENT_STOP (so the kernel restarts the call
+//!    the thread was in exactly), and detach every thread.
+
+mod freeze;
+mod inject;
+mod insn;
+mod procfs;
+mod signals;
+mod tracee;
+mod verify;
+
+pub use procfs::{PtraceFacts, TaskSyscall};
+
+use crate::journal::{Entry, Event, Journal, JournalError, SavedReg};
+use crate::plan::{How, Outcome};
+use fdclose_arch::{errno_of, AbiKind, Sys};
+use freeze::Frozen;
+use inject::Injector;
+use std::time::Duration;
+
+/// One change to make to one fd of the target.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Surgery {
+    pub fd: i32,
+    /// `st_ino` of /proc/PID/fd/N when the plan was made (the socket inode for sockets): the fd
+    /// is left alone unless it still holds this object right before we act.
+    pub expect_ino: u64,
+    pub op: Op,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    Close,
+    Shutdown(How),
+    /// Put a dead socket in the fd's place (socket, shutdown, dup3, close): the connection is
+    /// released, the fd number stays taken, reads see end-of-file.
+    Replace,
+}
+
+impl Op {
+    pub fn name(self) -> &'static str {
+        match self {
+            Op::Close => "close",
+            Op::Shutdown(_) => "shutdown",
+            Op::Replace => "replace",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EngineOptions {
+    /// Stop every thread while we work (default). `false` stops only the injection thread.
+    pub freeze: bool,
+    /// Inject through this thread instead of the one we would pick.
+    pub tid: Option<i32>,
+    pub allow_pid1: bool,
+    /// Longest wait for any one stop of the target.
+    pub wait_limit: Duration,
+    /// Pretend PTRACE_SETSIGMASK is missing (Linux < 3.11) and use the fallback (tests).
+    pub no_setsigmask: bool,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            freeze: true,
+            tid: None,
+            allow_pid1: false,
+            wait_limit: Duration::from_secs(5),
+            no_setsigmask: false,
+        }
+    }
+}
+
+/// Why the engine would not or could not operate on a process. Each reads as one sentence an
+/// operator can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("process {pid} does not exist (it may have exited)")]
+    NoSuchProcess { pid: i32 },
+    #[error("process {pid} exited while fdclose was working on it ({during})")]
+    Exited { pid: i32, during: String },
+    #[error("refusing to touch process {pid} ({comm}): {reason}")]
+    Refused {
+        pid: i32,
+        comm: String,
+        reason: String,
+    },
+    #[error(
+        "process {pid} ({comm}) is already traced by process {tracer} ({tracer_comm}); detach that \
+         debugger or tracer first"
+    )]
+    AlreadyTraced {
+        pid: i32,
+        comm: String,
+        tracer: i32,
+        tracer_comm: String,
+    },
+    #[error("ptrace denied for process {pid} ({comm}): {why}")]
+    PtraceDenied { pid: i32, comm: String, why: String },
+    #[error("thread {tid} of process {pid} did not stop within {limit:?} ({what})")]
+    Timeout {
+        pid: i32,
+        tid: i32,
+        what: String,
+        limit: Duration,
+    },
+    #[error("ptrace {op} on thread {tid} of process {pid} failed: {errno}")]
+    Ptrace {
+        pid: i32,
+        tid: i32,
+        op: &'static str,
+        errno: nix::errno::Errno,
+    },
+    #[error(
+        "found no syscall instruction in the executable mappings of process {pid} (looked for {insn})"
+    )]
+    NoSyscallInsn { pid: i32, insn: String },
+    #[error("cannot operate on process {pid}: {what}")]
+    Unsupported { pid: i32, what: String },
+    #[error("cannot read {path} for process {pid}: {source}")]
+    Proc {
+        pid: i32,
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(
+        "thread {tid} of process {pid} could not be given its registers back ({why}); the saved \
+         registers are in the journal {journal}"
+    )]
+    NotRestored {
+        pid: i32,
+        tid: i32,
+        why: String,
+        journal: String,
+    },
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+}
+
+impl EngineError {
+    /// The errno behind the error, when a system call said no.
+    pub fn errno(&self) -> Option<i32> {
+        match self {
+            EngineError::Ptrace { errno, .. } => Some(*errno as i32),
+            _ => None,
+        }
+    }
+}
+
+/// Preflight: can we operate on `pid` at all? Reads /proc only; touches nothing.
+pub fn check_target(pid: i32, opts: &EngineOptions) -> Result<(), EngineError> {
+    check_status(pid, opts).map(|_| ())
+}
+
+/// [`check_target`], returning the status it read.
+fn check_status(pid: i32, opts: &EngineOptions) -> Result<procfs::Status, EngineError> {
+    if pid <= 0 {
+        return Err(EngineError::NoSuchProcess { pid });
+    }
+    let st = procfs::status(pid)?;
+    let refuse = |reason: String| EngineError::Refused {
+        pid,
+        comm: st.name.clone(),
+        reason,
+    };
+    if st.tgid != pid {
+        return Err(refuse(format!(
+            "{pid} is a thread of process {}; name the process (and --tid {pid} to inject through \
+             this thread)",
+            st.tgid
+        )));
+    }
+    let me = std::process::id() as i32;
+    if pid == me || procfs::tids(me).unwrap_or_default().contains(&pid) {
+        return Err(refuse("that is fdclose itself".into()));
+    }
+    if pid == 1 && !opts.allow_pid1 {
+        return Err(refuse(
+            "it is pid 1 (init); stopping it stalls the whole system or container: pass --force to \
+             act on it anyway"
+                .into(),
+        ));
+    }
+    if matches!(st.state, 'Z' | 'X') {
+        return Err(refuse(
+            "it is a zombie (it has exited and waits for its parent): its fds are already closed"
+                .into(),
+        ));
+    }
+    if procfs::read_proc(pid, "stat").is_ok_and(|s| procfs::stat_is_kthread(&s)) {
+        return Err(refuse(
+            "it is a kernel thread, which has no fds of its own".into(),
+        ));
+    }
+    if st.tracer_pid != 0 {
+        return Err(EngineError::AlreadyTraced {
+            pid,
+            comm: st.name.clone(),
+            tracer: st.tracer_pid,
+            tracer_comm: procfs::comm(st.tracer_pid),
+        });
+    }
+    if let Some(why) = procfs::ptrace_facts(pid, &st).denial() {
+        return Err(EngineError::PtraceDenied {
+            pid,
+            comm: st.name.clone(),
+            why,
+        });
+    }
+    if let Some(tid) = opts.tid {
+        if !procfs::tids(pid)?.contains(&tid) {
+            return Err(refuse(format!(
+                "--tid {tid} is not a thread of this process"
+            )));
+        }
+    }
+    Ok(st)
+}
+
+/// Carry out `surgeries` on process `pid` in one attach. Returns one outcome per surgery, in the
+/// same order. An `Err` means nothing at all could be done to the process (the journal says what
+/// was); per-fd problems are `Outcome`s.
+pub fn operate(
+    pid: i32,
+    surgeries: &[Surgery],
+    opts: &EngineOptions,
+    journal: &mut Journal,
+) -> Result<Vec<Outcome>, EngineError> {
+    let st = check_status(pid, opts)?;
+    if surgeries.is_empty() {
+        return Ok(vec![]);
+    }
+    // Declared first, dropped last: SIGINT/SIGTERM/SIGHUP wait until the process is let go.
+    let _deferred = signals::Deferred::new();
+
+    let frozen = if opts.freeze {
+        Frozen::all(pid, &st.name, opts.wait_limit)?
+    } else {
+        let tid = match opts.tid {
+            Some(t) => t,
+            None => pick_unstopped(pid)?,
+        };
+        Frozen::one(pid, tid, &st.name, opts.wait_limit)?
+    };
+    let (tid, abi, blocked_in) = pick_thread(pid, &frozen, opts)?;
+    let mut refusal = None;
+    if abi == AbiKind::I386 && surgeries.iter().any(|s| s.op != Op::Close) {
+        let (maj, min, _) = procfs::kernel_release().unwrap_or((0, 0, 0));
+        if !fdclose_arch::i386::direct_socket_calls(maj, min) {
+            refusal = Some(format!(
+                "shutdown and replace in a 32-bit program need Linux 4.3 or later (this kernel \
+                 has only socketcall, whose arguments would have to be written into the \
+                 program's memory); close works"
+            ));
+        }
+    }
+    let insn = insn::find(pid, abi)?;
+    let mut inj = Injector::take(pid, tid, insn.addr, opts.wait_limit, opts.no_setsigmask)?;
+    let attach = Entry::new(Event::Attach {
+        pid,
+        tid,
+        comm: st.name.clone(),
+        abi: abi.name().into(),
+        threads: frozen.count(),
+        group_stopped: frozen.group_stopped,
+        insn: format!("{:#x} in {}", insn.addr, insn.mapping),
+        blocked_in: blocked_in.describe(abi),
+        regs: inj
+            .saved_regs()
+            .fields()
+            .into_iter()
+            .map(|(n, v)| SavedReg {
+                name: n.into(),
+                value: format!("{v:#x}"),
+            })
+            .collect(),
+        sigmask: inj
+            .saved_mask()
+            .map_or_else(|| "unknown".into(), |m| format!("{m:#x}")),
+        signals_blocked: inj.signals_blocked(),
+        seccomp: st.seccomp == 2,
+    });
+    journal.record(&attach)?;
+
+    let mut run = Run {
+        pid,
+        seccomp: st.seccomp == 2,
+        journal,
+        pending: Vec::new(),
+        stop: None,
+    };
+    let outcomes = run.all(&mut inj, surgeries, refusal.as_deref());
+
+    // Give the thread back its registers, then let every thread go.
+    let exited = matches!(run.stop, Some(Halt::Exited(_)));
+    let restored = if exited {
+        drop(inj);
+        Ok(())
+    } else {
+        inj.finish()
+    };
+    let still_stopped = frozen.group_stopped;
+    let released = if exited {
+        drop(frozen);
+        Ok(())
+    } else {
+        frozen.release()
+    };
+    let error = restored
+        .as_ref()
+        .err()
+        .or(released.as_ref().err())
+        .map(|e| e.to_string());
+    run.pending.push(Entry::new(Event::Detach {
+        pid,
+        tid,
+        restored: restored.is_ok() && !exited,
+        still_stopped,
+        error,
+    }));
+    let flushed = run.flush();
+    if let Err(e) = restored {
+        return Err(EngineError::NotRestored {
+            pid,
+            tid,
+            why: e.to_string(),
+            journal: run.journal.path().display().to_string(),
+        });
+    }
+    released?;
+    flushed?;
+    Ok(outcomes)
+}
+
+/// Why the rest of the surgeries were not attempted.
+enum Halt {
+    Exited(String),
+    Broken(String),
+    Journal(String),
+}
+
+/// The state of one operation while its surgeries run.
+struct Run<'j> {
+    pid: i32,
+    seccomp: bool,
+    journal: &'j mut Journal,
+    /// `after` entries not yet written: they go out with the next `before` (one fsync for both).
+    pending: Vec<Entry>,
+    stop: Option<Halt>,
+}
+
+impl Run<'_> {
+    fn flush(&mut self) -> Result<(), JournalError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let r = self.journal.record_all(&self.pending);
+        self.pending.clear();
+        r
+    }
+
+    /// Outcome for a surgery not attempted because an earlier one stopped the run.
+    fn halted(&self) -> Option<Outcome> {
+        Some(match self.stop.as_ref()? {
+            Halt::Exited(w) => Outcome::Gone {
+                what: format!("process {} exited ({w})", self.pid),
+            },
+            Halt::Broken(w) | Halt::Journal(w) => Outcome::Failed {
+                error: format!("not attempted: {w}"),
+                errno: None,
+            },
+        })
+    }
+
+    /// Check what the fd holds now; `Err` is the final outcome when it is not the planned object.
+    fn check(&self, s: &Surgery) -> Result<(u64, String), Outcome> {
+        match verify::fd_object(self.pid, s.fd) {
+            None => Err(Outcome::Gone {
+                what: format!("fd {} is no longer open", s.fd),
+            }),
+            Some((ino, link)) if ino != s.expect_ino => Err(Outcome::Changed { now: link }),
+            Some(o) => Ok(o),
+        }
+    }
+
+    /// Run the surgeries in batches: check each fd of a batch (the process is frozen), journal
+    /// all their `before` records with one fsync, then act on each. Every change still has its
+    /// `before` on disk first; a batch costs one fsync instead of one per fd.
+    fn all(
+        &mut self,
+        inj: &mut Injector,
+        surgeries: &[Surgery],
+        refusal: Option<&str>,
+    ) -> Vec<Outcome> {
+        const BATCH: usize = 64;
+        let mut out: Vec<Option<Outcome>> = vec![None; surgeries.len()];
+        for (b, batch) in surgeries.chunks(BATCH).enumerate() {
+            let mut ready = Vec::new();
+            for (k, s) in batch.iter().enumerate() {
+                let i = b * BATCH + k;
+                if let Some(o) = self.halted() {
+                    out[i] = Some(o);
+                    continue;
+                }
+                if let (Some(r), false) = (refusal, s.op == Op::Close) {
+                    out[i] = Some(Outcome::Failed {
+                        error: r.to_string(),
+                        errno: None,
+                    });
+                    continue;
+                }
+                match self.check(s) {
+                    Err(o) => out[i] = Some(o),
+                    Ok((ino, link)) => {
+                        self.pending.push(Entry::new(Event::Before {
+                            pid: self.pid,
+                            tid: inj.tid(),
+                            fd: s.fd,
+                            inode: ino,
+                            target: link,
+                            action: op_text(s.op),
+                            state: inj.state().name().into(),
+                        }));
+                        ready.push(i);
+                    }
+                }
+            }
+            if let Err(e) = self.flush() {
+                self.stop = Some(Halt::Journal(e.to_string()));
+            }
+            for i in ready {
+                out[i] = Some(match self.halted() {
+                    Some(o) => o,
+                    None => self.one(inj, &surgeries[i]),
+                });
+            }
+        }
+        out.into_iter()
+            .map(|o| o.expect("every surgery has an outcome"))
+            .collect()
+    }
+
+    /// Act on one fd whose `before` record is on disk.
+    fn one(&mut self, inj: &mut Injector, s: &Surgery) -> Outcome {
+        // Checked again right before acting: an earlier call of ours in this batch may have
+        // touched it (the same fd planned twice).
+        let ino = match self.check(s) {
+            Ok((ino, _)) => ino,
+            Err(o) => {
+                self.pending.push(Entry::new(Event::After {
+                    pid: self.pid,
+                    tid: inj.tid(),
+                    fd: s.fd,
+                    action: op_text(s.op),
+                    result: 0,
+                    errno: None,
+                    verified: false,
+                    outcome: outcome_text(&o),
+                }));
+                return o;
+            }
+        };
+        let tcp_before = match s.op {
+            Op::Shutdown(_) => verify::tcp_state(self.pid, ino),
+            _ => None,
+        };
+        let (result, outcome) = match self.perform(inj, s) {
+            Ok((r, o)) => (r, o),
+            Err(EngineError::Exited { during, .. }) => {
+                self.stop = Some(Halt::Exited(during.clone()));
+                (
+                    0,
+                    Outcome::Gone {
+                        what: format!("process {} exited during {during}", self.pid),
+                    },
+                )
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                self.stop = Some(Halt::Broken(msg.clone()));
+                (
+                    0,
+                    Outcome::Failed {
+                        error: msg,
+                        errno: e.errno(),
+                    },
+                )
+            }
+        };
+        let outcome = match (outcome, s.op) {
+            (Outcome::Done { note, .. }, op) => {
+                let (verified, vnote) = self.verify_after(s, op, ino, tcp_before);
+                Outcome::Done {
+                    verified,
+                    note: note.or(vnote),
+                }
+            }
+            (o, _) => o,
+        };
+        self.pending.push(Entry::new(Event::After {
+            pid: self.pid,
+            tid: inj.tid(),
+            fd: s.fd,
+            action: op_text(s.op),
+            result,
+            errno: errno_of(result),
+            verified: matches!(outcome, Outcome::Done { verified: true, .. }),
+            outcome: outcome_text(&outcome),
+        }));
+        outcome
+    }
+
+    /// Run the calls of one surgery. `Ok` carries the last result and the outcome before
+    /// verification (`Done` or `Failed` with the errno the program's kernel gave).
+    fn perform(&mut self, inj: &mut Injector, s: &Surgery) -> Result<(i64, Outcome), EngineError> {
+        let fd = s.fd as u64;
+        match s.op {
+            Op::Close => {
+                let r = inj.call(Sys::Close, &[fd])?;
+                // Linux releases the fd even when close() reports EINTR or EIO.
+                Ok((r, self.judge("close", s.fd, r, &[libc::EINTR, libc::EIO])))
+            }
+            Op::Shutdown(how) => {
+                let r = inj.call(Sys::Shutdown, &[fd, how.raw() as u64])?;
+                Ok((r, self.judge("shutdown", s.fd, r, &[])))
+            }
+            Op::Replace => {
+                // Keep the fd's close-on-exec flag: dup3 sets it from its flags argument.
+                let flags = inj.call(Sys::Fcntl, &[fd, libc::F_GETFD as u64])?;
+                if errno_of(flags).is_some() {
+                    return Ok((flags, self.judge("fcntl(F_GETFD)", s.fd, flags, &[])));
+                }
+                let sock = inj.call(
+                    Sys::Socket,
+                    &[
+                        libc::AF_INET as u64,
+                        (libc::SOCK_STREAM | libc::SOCK_CLOEXEC) as u64,
+                        0,
+                    ],
+                )?;
+                if errno_of(sock).is_some() {
+                    return Ok((sock, self.judge("socket", s.fd, sock, &[])));
+                }
+                // A never-connected TCP socket, shut both ways: reads return end-of-file and
+                // writes EPIPE, as for a connection the peer closed. (ENOTCONN is expected.)
+                inj.call(Sys::Shutdown, &[sock as u64, libc::SHUT_RDWR as u64])?;
+                let cloexec = if flags as i32 & libc::FD_CLOEXEC != 0 {
+                    libc::O_CLOEXEC as u64
+                } else {
+                    0
+                };
+                let r = inj.call(Sys::Dup3, &[sock as u64, fd, cloexec])?;
+                let c = inj.call(Sys::Close, &[sock as u64])?;
+                if errno_of(r).is_some() {
+                    return Ok((r, self.judge("dup3", s.fd, r, &[])));
+                }
+                let mut out = self.judge("replace", s.fd, r, &[]);
+                if let (Outcome::Done { note, .. }, Some(e)) = (&mut out, errno_of(c)) {
+                    *note = Some(format!(
+                        "closing the spare socket (fd {sock}) failed: {}",
+                        errno_name(e)
+                    ));
+                }
+                Ok((r, out))
+            }
+        }
+    }
+
+    /// Outcome of a call's raw result: `Done` unless it is an errno not in `fine`.
+    fn judge(&self, call: &str, fd: i32, r: i64, fine: &[i32]) -> Outcome {
+        match errno_of(r) {
+            None => Outcome::Done {
+                verified: false,
+                note: None,
+            },
+            Some(e) if fine.contains(&e) => Outcome::Done {
+                verified: false,
+                note: Some(format!(
+                    "{call} reported {} (the fd is released all the same)",
+                    errno_name(e)
+                )),
+            },
+            Some(e) => {
+                let mut error =
+                    format!("{call} of fd {fd} failed in the process: {}", errno_name(e));
+                if self.seccomp && matches!(e, libc::EPERM | libc::ENOSYS | libc::EACCES) {
+                    error.push_str(
+                        "; the process has a seccomp filter (Seccomp: 2), which likely refused the call",
+                    );
+                }
+                Outcome::Failed {
+                    error,
+                    errno: Some(e),
+                }
+            }
+        }
+    }
+
+    /// Check the effect from outside: (verified, note when not).
+    fn verify_after(
+        &self,
+        s: &Surgery,
+        op: Op,
+        ino: u64,
+        tcp_before: Option<u8>,
+    ) -> (bool, Option<String>) {
+        let now = verify::fd_object(self.pid, s.fd);
+        match op {
+            Op::Close => match now {
+                None => (true, None),
+                Some((i, _)) if i != ino => (true, None),
+                Some(_) => (
+                    false,
+                    Some(format!("fd {} still holds the same object", s.fd)),
+                ),
+            },
+            Op::Replace => match now {
+                Some((i, l)) if i != ino && l.starts_with("socket:") => (true, None),
+                Some((_, l)) => (false, Some(format!("fd {} now holds {l}", s.fd))),
+                None => (false, Some(format!("fd {} is not open any more", s.fd))),
+            },
+            Op::Shutdown(how) => {
+                let after = verify::tcp_state(self.pid, ino);
+                if verify::shutdown_took_effect(tcp_before, after) {
+                    (true, None)
+                } else if tcp_before.is_none() {
+                    (
+                        false,
+                        Some(
+                            "not a listed TCP socket: the effect cannot be seen from /proc".into(),
+                        ),
+                    )
+                } else {
+                    let _ = how;
+                    (
+                        false,
+                        Some("the TCP state did not change (expected for SHUT_RD)".into()),
+                    )
+                }
+            }
+        }
+    }
+}
+
+fn op_text(op: Op) -> String {
+    match op {
+        Op::Shutdown(how) => format!("shutdown-{}", how_name(how)),
+        o => o.name().into(),
+    }
+}
+
+fn how_name(how: How) -> &'static str {
+    match how {
+        How::Rd => "rd",
+        How::Wr => "wr",
+        How::Rdwr => "rdwr",
+    }
+}
+
+fn outcome_text(o: &Outcome) -> String {
+    match o {
+        Outcome::Done { verified: true, .. } => "done".into(),
+        Outcome::Done { .. } => "done-unverified".into(),
+        Outcome::Changed { now } => format!("changed: {now}"),
+        Outcome::Gone { what } => format!("gone: {what}"),
+        Outcome::Failed { error, .. } => format!("failed: {error}"),
+    }
+}
+
+fn errno_name(e: i32) -> String {
+    let n = nix::errno::Errno::from_raw(e);
+    format!("{n:?} ({})", n.desc())
+}
+
+/// --no-freeze without --tid: the best thread judged from /proc alone (none is stopped yet).
+fn pick_unstopped(pid: i32) -> Result<i32, EngineError> {
+    let abi = <fdclose_arch::Native as fdclose_arch::Abi>::KIND;
+    let tids = procfs::tids(pid)?;
+    tids.iter()
+        .copied()
+        .max_by_key(|&t| {
+            (
+                procfs::task_syscall(pid, t).map_or(0, |s| s.injection_rank(abi)),
+                std::cmp::Reverse(t),
+            )
+        })
+        .ok_or(EngineError::NoSuchProcess { pid })
+}
+
+/// Choose the injection thread among the stopped ones: `opts.tid`, else one blocked in a call
+/// the kernel restarts transparently, never one the riscv64 restart bug would hurt.
+fn pick_thread(
+    pid: i32,
+    frozen: &Frozen,
+    opts: &EngineOptions,
+) -> Result<(i32, AbiKind, TaskSyscall), EngineError> {
+    let riscv_buggy = {
+        let (a, b, c) = procfs::kernel_release().unwrap_or((0, 0, 0));
+        !fdclose_arch::riscv64::restart_fixed(a, b, c)
+    };
+    let mut best: Option<(u8, i32, AbiKind, TaskSyscall)> = None;
+    let mut why_not = Vec::new();
+    for tid in frozen.live() {
+        if opts.tid.is_some_and(|t| t != tid) {
+            continue;
+        }
+        let abi = match tracee::get_regs(tid) {
+            Ok(r) => r.kind(),
+            Err(nix::errno::Errno::ENOEXEC) => {
+                why_not.push(format!("thread {tid} has an ABI fdclose does not support"));
+                continue;
+            }
+            Err(_) => continue,
+        };
+        let sc = procfs::task_syscall(pid, tid).unwrap_or(TaskSyscall::NotInSyscall);
+        if abi == AbiKind::Riscv64 && riscv_buggy && matches!(sc, TaskSyscall::In { .. }) {
+            why_not.push(format!(
+                "thread {tid} is inside a system call and this riscv64 kernel predates the \
+                 restart fix (commit ce4f78f1b53d): injecting would leak errno 512 to it"
+            ));
+            continue;
+        }
+        let rank = sc.injection_rank(abi);
+        if best.as_ref().is_none_or(|b| rank > b.0) {
+            best = Some((rank, tid, abi, sc));
+        }
+    }
+    match best {
+        Some((_, tid, abi, sc)) => Ok((tid, abi, sc)),
+        None => Err(EngineError::Unsupported {
+            pid,
+            what: if why_not.is_empty() {
+                "no thread of it could be stopped".into()
+            } else {
+                why_not.join("; ")
+            },
+        }),
+    }
+}

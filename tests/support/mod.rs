@@ -27,7 +27,9 @@ pub fn repo_root() -> PathBuf {
 /// Compile integration/fixtures/NAME.c (with `extra` gcc flags, e.g. ["-m32"]) once per flag set
 /// into the cargo test temp dir and return the executable's path.
 pub fn build_c_fixture(name: &str, extra: &[&str]) -> PathBuf {
-    let src = repo_root().join("integration/fixtures").join(format!("{name}.c"));
+    let src = repo_root()
+        .join("integration/fixtures")
+        .join(format!("{name}.c"));
     let tag = extra.join("").replace(['-', '='], "");
     let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}{tag}"));
     let fresh = match (std::fs::metadata(&src), std::fs::metadata(&out)) {
@@ -36,7 +38,12 @@ pub fn build_c_fixture(name: &str, extra: &[&str]) -> PathBuf {
     };
     if !fresh {
         // Build to a unique name and rename, so parallel tests never run a half-written file.
-        let tmp = out.with_extension(format!("tmp{}", std::process::id()));
+        // Unique per thread too: the tests of one binary build the same fixture in parallel.
+        let tmp = out.with_extension(format!(
+            "tmp{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
         let st = Command::new("gcc")
             .args(["-O1", "-g", "-Wall", "-pthread", "-o"])
             .arg(&tmp)
@@ -103,7 +110,10 @@ impl Drop for Fixture {
 pub fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
     let end = Instant::now() + limit;
     while !cond() {
-        assert!(Instant::now() < end, "timed out after {limit:?} waiting for {what}");
+        assert!(
+            Instant::now() < end,
+            "timed out after {limit:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
 }
@@ -126,6 +136,132 @@ pub fn fd_table(pid: i32) -> BTreeMap<i32, String> {
 /// Field of /proc/PID/status (e.g. "TracerPid", "State").
 pub fn status_field(pid: i32, key: &str) -> Option<String> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    s.lines()
-        .find_map(|l| l.strip_prefix(&format!("{key}:")).map(|v| v.trim().to_string()))
+    s.lines().find_map(|l| {
+        l.strip_prefix(&format!("{key}:"))
+            .map(|v| v.trim().to_string())
+    })
+}
+
+// ---- Engine live-test helpers (fixtures helper) ----
+
+/// Spawn with stdin and stdout piped, for fixtures that take commands on stdin
+/// (integration/fixtures/rt_leaker.c). Killed and reaped on drop like `spawn`.
+pub fn spawn_interactive(cmd: &mut Command) -> Fixture {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("spawn fixture");
+    let lines = child.stdout.take().map(BufReader::new);
+    Fixture { child, lines }
+}
+
+impl Fixture {
+    /// Send one command line to an interactive fixture.
+    pub fn send(&mut self, line: &str) {
+        use std::io::Write;
+        let stdin = self
+            .child
+            .stdin
+            .as_mut()
+            .expect("fixture spawned with spawn_interactive");
+        writeln!(stdin, "{line}").expect("write to fixture stdin");
+        stdin.flush().unwrap();
+    }
+
+    /// Send a command and return the rest of the first reply line that starts with `prefix`.
+    pub fn ask(&mut self, line: &str, prefix: &str) -> String {
+        self.send(line);
+        self.expect_line(prefix)
+    }
+}
+
+/// Build integration/fixtures/NAME.c natively or as an i386 program (`-m32`). The i386 build adds
+/// the biarch kernel headers explicitly: installing Debian's cross compilers removes gcc-multilib
+/// and with it the /usr/include/asm link that `-m32` builds otherwise rely on.
+pub fn build_fixture(name: &str, m32: bool) -> PathBuf {
+    if !m32 {
+        return build_c_fixture(name, &[]);
+    }
+    let src = repo_root()
+        .join("integration/fixtures")
+        .join(format!("{name}.c"));
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-i386"));
+    let fresh = match (std::fs::metadata(&src), std::fs::metadata(&out)) {
+        (Ok(s), Ok(o)) => o.modified().unwrap() >= s.modified().unwrap(),
+        _ => false,
+    };
+    if !fresh {
+        let tmp = out.with_extension(format!("tmp{}", std::process::id()));
+        let mut gcc = Command::new("gcc");
+        gcc.args(["-O1", "-g", "-Wall", "-pthread", "-m32", "-o"])
+            .arg(&tmp)
+            .arg(&src);
+        if !Path::new("/usr/include/asm").exists() {
+            gcc.args(["-isystem", "/usr/include/x86_64-linux-gnu"]);
+        }
+        let st = gcc.status().expect("run gcc");
+        assert!(st.success(), "gcc -m32 failed for {}", src.display());
+        std::fs::rename(&tmp, &out).unwrap();
+    }
+    out
+}
+
+/// Inode of the object behind /proc/PID/fd/FD (the socket inode for sockets), if the fd is open.
+pub fn fd_inode(pid: i32, fd: i32) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(format!("/proc/{pid}/fd/{fd}"))
+        .ok()
+        .map(|m| m.ino())
+}
+
+/// TCP socket inodes in `state` (kernel hex code, e.g. "08" CLOSE_WAIT, "01" ESTABLISHED) as seen
+/// in PID's network namespace (/proc/PID/net/tcp and tcp6).
+pub fn tcp_inodes_in_state(pid: i32, state: &str) -> std::collections::BTreeSet<u64> {
+    let mut set = std::collections::BTreeSet::new();
+    for table in ["tcp", "tcp6"] {
+        let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/net/{table}")) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() > 9 && f[3] == state {
+                if let Ok(ino) = f[9].parse::<u64>() {
+                    if ino != 0 {
+                        set.insert(ino);
+                    }
+                }
+            }
+        }
+    }
+    set
+}
+
+/// PID's fds holding a TCP socket in `state` (hex code as in /proc/net/tcp), as (fd, inode).
+pub fn fds_in_state(pid: i32, state: &str) -> Vec<(i32, u64)> {
+    let inodes = tcp_inodes_in_state(pid, state);
+    fd_table(pid)
+        .into_iter()
+        .filter_map(|(fd, link)| {
+            let ino: u64 = link
+                .strip_prefix("socket:[")?
+                .strip_suffix(']')?
+                .parse()
+                .ok()?;
+            inodes.contains(&ino).then_some((fd, ino))
+        })
+        .collect()
+}
+
+/// The syscall number a thread is blocked in (first field of /proc/PID/task/TID/syscall), or None
+/// while it runs in user space ("running") or is gone.
+pub fn blocked_syscall(pid: i32, tid: i32) -> Option<i64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/syscall")).ok()?;
+    s.split_whitespace().next()?.parse().ok()
+}
+
+/// Single-letter process state from /proc/PID/stat (R, S, T, t, Z...).
+pub fn proc_state(pid: i32) -> Option<char> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    s.rsplit_once(')')?.1.trim_start().chars().next()
 }

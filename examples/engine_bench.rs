@@ -1,0 +1,72 @@
+//! Close every CLOSE_WAIT socket of one process through the engine library, and say how long it
+//! took. Used by integration/bench/engine-vs-gdb.sh until the `fdclose` command is wired.
+//!
+//!   cargo run --release --example engine_bench -- PID [--no-freeze]
+
+use fdclose::engine::{self, EngineOptions, Op, Surgery};
+use fdclose::journal::Journal;
+use std::collections::BTreeSet;
+use std::os::unix::fs::MetadataExt;
+use std::time::Instant;
+
+/// Inodes of TCP sockets in CLOSE_WAIT (state 08) in PID's network namespace.
+fn close_wait_inodes(pid: i32) -> BTreeSet<u64> {
+    let mut set = BTreeSet::new();
+    for table in ["tcp", "tcp6"] {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/net/{table}")).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() > 9 && f[3] == "08" {
+                set.insert(f[9].parse().unwrap_or(0));
+            }
+        }
+    }
+    set
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let pid: i32 = args
+        .get(1)
+        .and_then(|a| a.parse().ok())
+        .expect("usage: engine_bench PID [--no-freeze]");
+    let freeze = !args.iter().any(|a| a == "--no-freeze");
+
+    let t0 = Instant::now();
+    let inodes = close_wait_inodes(pid);
+    let mut surgeries = vec![];
+    for e in std::fs::read_dir(format!("/proc/{pid}/fd")).expect("read the fd table") {
+        let e = e.unwrap();
+        let Ok(fd) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        if let Ok(m) = std::fs::metadata(e.path()) {
+            if inodes.contains(&m.ino()) {
+                surgeries.push(Surgery {
+                    fd,
+                    expect_ino: m.ino(),
+                    op: Op::Close,
+                });
+            }
+        }
+    }
+    let resolved = t0.elapsed();
+    let journal_path = std::env::temp_dir().join(format!("engine-bench-{pid}.jsonl"));
+    let mut journal = Journal::open(Some(&journal_path)).expect("open journal");
+    let opts = EngineOptions {
+        freeze,
+        ..EngineOptions::default()
+    };
+    let t1 = Instant::now();
+    let outcomes = engine::operate(pid, &surgeries, &opts, &mut journal).expect("operate");
+    let operated = t1.elapsed();
+    let done = outcomes.iter().filter(|o| o.is_done()).count();
+    println!(
+        "engine_bench pid={pid} fds={} done={done} resolve_ms={:.1} operate_ms={:.1} total_ms={:.1}",
+        surgeries.len(),
+        resolved.as_secs_f64() * 1e3,
+        operated.as_secs_f64() * 1e3,
+        t0.elapsed().as_secs_f64() * 1e3
+    );
+    let _ = std::fs::remove_file(journal_path);
+}

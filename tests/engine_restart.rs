@@ -1,0 +1,435 @@
+//! The ptrace engine against processes blocked in system calls: every interrupted call must finish
+//! exactly as if nobody had stopped the process (full sleep, data returned, ETIMEDOUT after the full
+//! timeout; only epoll_wait may say EINTR), no errno >= 512 ever leaks, and the leaked fd is gone.
+//! Run for x86_64 and for i386 (gcc -m32) programs. Also: pre-stopped targets stay stopped, a target
+//! that dies mid-surgery ends in an error and never a hang, a reused fd number is left alone, and
+//! the journal records every fd before and after with the saved registers.
+
+mod engine_common;
+mod support;
+
+use engine_common::*;
+use fdclose::engine::{EngineOptions, Op};
+use fdclose::plan::Outcome;
+use std::io::Write;
+use std::net::TcpStream;
+use std::process::Command;
+use std::time::{Duration, Instant};
+use support::*;
+
+/// Length of the sleeps and timeouts inside the fixture. Long enough for the engine to finish
+/// while the call is still blocked even on a loaded 2-core machine.
+const CALL_MS: u64 = 3000;
+
+struct Done {
+    ret: i64,
+    errno: i32,
+    elapsed_ms: f64,
+    fdgone: bool,
+    extra: i64,
+}
+
+fn parse_done(line: &str) -> Done {
+    let field = |k: &str| -> &str {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(&format!("{k}=")))
+            .unwrap_or_else(|| panic!("no {k}= in DONE line {line:?}"))
+    };
+    Done {
+        ret: field("ret").parse().unwrap(),
+        errno: field("errno").parse().unwrap(),
+        elapsed_ms: field("elapsed_ms").parse().unwrap(),
+        fdgone: field("fdgone") == "1",
+        extra: field("extra").parse().unwrap(),
+    }
+}
+
+fn blocked_case(mode: &str, m32: bool) {
+    let exe = build_fixture("rt_blocking", m32);
+    let mut fx = Fixture::spawn(Command::new(exe).args([mode, &CALL_MS.to_string()]));
+    let pid = fx.pid();
+    let mut feed = None;
+    if mode == "read" {
+        let port: u16 = fx.expect_line("LISTEN").parse().unwrap();
+        feed = Some(TcpStream::connect(("127.0.0.1", port)).unwrap());
+    }
+    let ready = fx.expect_line("READY");
+    let f: Vec<i64> = ready
+        .split_whitespace()
+        .map(|w| w.parse().unwrap())
+        .collect();
+    let (fd, ino, nr, arg) = (f[0] as i32, f[1] as u64, f[2], f[3]);
+
+    // The fd really is the CLOSE_WAIT socket the fixture says.
+    assert_eq!(
+        fd_inode(pid, fd),
+        Some(ino),
+        "READY names fd {fd} inode {ino}"
+    );
+    assert!(
+        tcp_inodes_in_state(pid, "08").contains(&ino),
+        "fd {fd} (inode {ino}) is in CLOSE_WAIT"
+    );
+
+    // Wait until the main thread sits in the call (busy: until it burns CPU in user space).
+    if nr >= 0 {
+        wait_for(
+            &format!("{mode}: pid {pid} blocked in syscall {nr}"),
+            Duration::from_secs(10),
+            || blocked_syscall(pid, pid) == Some(nr),
+        );
+    } else {
+        wait_for("busy loop running", Duration::from_secs(10), || {
+            proc_state(pid) == Some('R')
+        });
+    }
+    let started = Instant::now();
+
+    let outcomes = operate_ok(pid, vec![close(fd, ino)]);
+    let took = started.elapsed();
+    assert!(
+        outcomes[0].is_done(),
+        "{mode}: close outcome {:?}",
+        outcomes[0]
+    );
+    assert!(
+        !fd_table(pid).contains_key(&fd),
+        "{mode}: fd {fd} still open after close"
+    );
+    assert_eq!(
+        status_field(pid, "TracerPid").as_deref(),
+        Some("0"),
+        "{mode}: engine detached"
+    );
+    // Otherwise the call may have ended before the surgery and this run proves nothing.
+    assert!(
+        took < Duration::from_millis(CALL_MS * 2 / 3),
+        "{mode}: surgery took {took:?}, too close to the {CALL_MS} ms call to prove anything"
+    );
+    if nr >= 0 && mode != "epoll" {
+        // A call restarted with its remaining time shows as restart_syscall.
+        let restart = if m32 { 0 } else { libc::SYS_restart_syscall };
+        let now = blocked_syscall(pid, pid);
+        assert!(
+            now == Some(nr) || now == Some(restart),
+            "{mode}: back in the same call (or its restart) after surgery, not {now:?}"
+        );
+    }
+
+    // Let the call complete.
+    match mode {
+        "read" => feed.as_mut().unwrap().write_all(b"hello").unwrap(),
+        "accept" => drop(TcpStream::connect(("127.0.0.1", arg as u16)).unwrap()),
+        "wait4" => {
+            // SAFETY: kill(2) has no memory-safety preconditions.
+            assert_eq!(unsafe { libc::kill(arg as i32, libc::SIGTERM) }, 0);
+        }
+        _ => {}
+    }
+    let d = parse_done(&fx.expect_line(&format!("DONE {mode}")));
+    assert!(
+        d.errno < 512,
+        "{mode}: kernel-internal errno {} leaked",
+        d.errno
+    );
+    assert!(d.fdgone, "{mode}: the fixture still sees fd {fd} open");
+    let full = CALL_MS as f64;
+    match mode {
+        "nanosleep" | "clock_nanosleep" | "poll" | "select" | "busy" => {
+            assert_eq!((d.ret, d.errno), (0, 0), "{mode}: result");
+            assert!(
+                d.elapsed_ms >= full,
+                "{mode}: returned after {} ms < {full}",
+                d.elapsed_ms
+            );
+        }
+        "futex" => {
+            assert_eq!((d.ret, d.errno), (-1, libc::ETIMEDOUT), "futex: ETIMEDOUT");
+            assert!(
+                d.elapsed_ms >= full,
+                "futex: ETIMEDOUT after {} ms < {full}",
+                d.elapsed_ms
+            );
+        }
+        "epoll" => {
+            let eintr = d.ret == -1 && d.errno == libc::EINTR;
+            let full_timeout = d.ret == 0 && d.elapsed_ms >= full;
+            assert!(
+                eintr || full_timeout,
+                "epoll_wait: ret={} errno={} after {} ms",
+                d.ret,
+                d.errno,
+                d.elapsed_ms
+            );
+        }
+        "read" => assert_eq!((d.ret, d.extra), (5, 5), "read: got the 5 bytes"),
+        "accept" => assert!(
+            d.ret >= 0 && d.extra == 1,
+            "accept: ret={} errno={}",
+            d.ret,
+            d.errno
+        ),
+        "wait4" => {
+            assert_eq!(d.ret, arg, "wait4 returns the child's pid");
+            assert_eq!(
+                d.extra & 0x7f,
+                libc::SIGTERM as i64,
+                "child killed by SIGTERM"
+            );
+        }
+        _ => unreachable!(),
+    }
+}
+
+macro_rules! matrix {
+    ($($name:ident: $mode:expr),* $(,)?) => {
+        mod x86_64 {
+            $(#[test] fn $name() { super::blocked_case($mode, false) })*
+        }
+        mod i386 {
+            $(#[test] fn $name() { super::blocked_case($mode, true) })*
+        }
+    };
+}
+
+matrix! {
+    nanosleep: "nanosleep",
+    clock_nanosleep: "clock_nanosleep",
+    read: "read",
+    poll: "poll",
+    select: "select",
+    epoll_wait: "epoll",
+    futex_wait_timeout: "futex",
+    accept: "accept",
+    wait4: "wait4",
+    busy_loop: "busy",
+}
+
+fn leaker(args: &[&str]) -> (Fixture, Vec<(i32, u64)>) {
+    let mut fx = spawn_interactive(Command::new(build_fixture("rt_leaker", false)).args(args));
+    let leaked = fx.expect_line("LEAKED");
+    fx.expect_line("READY");
+    let pid = fx.pid();
+    let fds = leaked
+        .split_whitespace()
+        .map(|w| {
+            let fd: i32 = w.parse().unwrap();
+            (fd, fd_inode(pid, fd).expect("leaked fd open"))
+        })
+        .collect();
+    (fx, fds)
+}
+
+/// A process stopped by SIGSTOP before the surgery is still stopped after it, and runs on after
+/// SIGCONT.
+#[test]
+fn prestopped_process_stays_stopped() {
+    let exe = build_fixture("rt_blocking", false);
+    let mut fx = Fixture::spawn(Command::new(exe).args(["nanosleep", "1000"]));
+    let pid = fx.pid();
+    let f: Vec<i64> = fx
+        .expect_line("READY")
+        .split_whitespace()
+        .map(|w| w.parse().unwrap())
+        .collect();
+    let (fd, ino) = (f[0] as i32, f[1] as u64);
+    wait_for("blocked in nanosleep", Duration::from_secs(10), || {
+        blocked_syscall(pid, pid) == Some(f[2])
+    });
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+    wait_for("group stop (State T)", Duration::from_secs(10), || {
+        proc_state(pid) == Some('T')
+    });
+
+    let outcomes = operate_ok(pid, vec![close(fd, ino)]);
+    assert!(outcomes[0].is_done(), "{:?}", outcomes[0]);
+    assert!(!fd_table(pid).contains_key(&fd));
+    assert_eq!(status_field(pid, "TracerPid").as_deref(), Some("0"));
+    assert_eq!(proc_state(pid), Some('T'), "still stopped after surgery");
+    assert!(
+        status_field(pid, "State")
+            .unwrap()
+            .starts_with("T (stopped)"),
+        "group-stopped, not traced-stopped: {:?}",
+        status_field(pid, "State")
+    );
+
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0);
+    let d = parse_done(&fx.expect_line("DONE nanosleep"));
+    assert_eq!(
+        (d.ret, d.errno),
+        (0, 0),
+        "nanosleep completes after SIGCONT"
+    );
+    assert!(d.fdgone);
+    assert!(d.elapsed_ms >= 1000.0);
+}
+
+/// A target killed while the engine works through many fds: operate returns (an error or Gone /
+/// Failed outcomes), never hangs, and leaves nothing traced. The kill lands as soon as the engine
+/// has the process under ptrace; should the engine finish all fds first, try again (3 times).
+#[test]
+fn target_exits_during_surgery() {
+    for attempt in 1..=3 {
+        if kill_during_surgery() {
+            return;
+        }
+        eprintln!("attempt {attempt}: the engine finished before the kill landed; again");
+    }
+    panic!("the engine finished every fd before a kill could land, 3 times: nothing tested");
+}
+
+/// One try; true when the kill landed during the surgery.
+fn kill_during_surgery() -> bool {
+    let (fx, fds) = leaker(&["-n", "6000"]);
+    let pid = fx.pid();
+    let killer = std::thread::spawn(move || {
+        let end = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < end {
+            match status_field(pid, "TracerPid") {
+                Some(t) if t != "0" => break,
+                None => return false,
+                _ => std::hint::spin_loop(),
+            }
+        }
+        // SAFETY: kill(2) has no memory-safety preconditions.
+        unsafe { libc::kill(pid, libc::SIGKILL) == 0 }
+    });
+    let started = Instant::now();
+    let (r, _) = operate_within(
+        pid,
+        surgeries(&fds, || Op::Close),
+        EngineOptions::default(),
+        Duration::from_secs(30),
+    );
+    let took = started.elapsed();
+    assert!(killer.join().unwrap(), "the killer found the target");
+    // Nothing of ours traces it any more: a zombie or reaped, never ptrace-stopped.
+    if let Some(s) = proc_state(pid) {
+        assert!(s == 'Z' || s == 'X', "target state after kill: {s}");
+    }
+    assert!(took < Duration::from_secs(30));
+    match r {
+        Err(e) => {
+            assert!(!e.is_empty(), "the error says what happened");
+            true
+        }
+        Ok(outcomes) => {
+            assert_eq!(outcomes.len(), fds.len(), "one outcome per surgery");
+            for o in &outcomes {
+                assert!(
+                    matches!(
+                        o,
+                        Outcome::Done { .. } | Outcome::Gone { .. } | Outcome::Failed { .. }
+                    ),
+                    "{o:?}"
+                );
+            }
+            let first_not_done = outcomes.iter().position(|o| !o.is_done());
+            first_not_done.is_some()
+        }
+    }
+}
+
+/// The fd number was closed and reused between plan and act: the engine must see the inode
+/// changed, say so, and leave the new object alone.
+#[test]
+fn reused_fd_number_is_left_alone() {
+    let (mut fx, fds) = leaker(&["-n", "2"]);
+    let pid = fx.pid();
+    let (fd, old_ino) = fds[0];
+    let reply = fx.ask(&format!("reopen {fd}"), "REOPENED");
+    let new_ino: u64 = reply.split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert_ne!(new_ino, old_ino);
+    assert_eq!(fd_inode(pid, fd), Some(new_ino));
+
+    let outcomes = operate_ok(pid, vec![close(fd, old_ino), close(fds[1].0, fds[1].1)]);
+    assert!(
+        matches!(outcomes[0], Outcome::Changed { .. }),
+        "stale inode → Changed, got {:?}",
+        outcomes[0]
+    );
+    assert!(
+        outcomes[1].is_done(),
+        "the other fd is still closed: {:?}",
+        outcomes[1]
+    );
+    assert_eq!(
+        fd_inode(pid, fd),
+        Some(new_ino),
+        "the reused fd is untouched"
+    );
+    let check = fx.ask(&format!("check {fd}"), "CHECK");
+    assert_eq!(check, format!("{fd} open=1 ino={new_ino}"));
+    assert_eq!(fd_inode(pid, fds[1].0), None);
+}
+
+/// After operate, the journal holds the injection thread's saved registers and signal mask
+/// (attach), then a before and an after entry for every fd, in that order, and a detach that says
+/// the registers were restored.
+#[test]
+fn journal_records_before_and_after_with_registers() {
+    use fdclose::journal::{Entry, Event};
+    let (mut fx, fds) = leaker(&["-n", "3"]);
+    let pid = fx.pid();
+    let (r, path) = operate_within(
+        pid,
+        surgeries(&fds, || Op::Close),
+        EngineOptions::default(),
+        OPERATE_LIMIT,
+    );
+    assert_all_done(&r.expect("operate"));
+    assert_eq!(fx.ask("ping", "PONG"), "", "target alive after surgery");
+
+    let text = std::fs::read_to_string(&path).expect("journal written");
+    let entries: Vec<Entry> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("journal line {l:?}: {e}")))
+        .collect();
+    let attach = entries
+        .iter()
+        .position(|e| matches!(&e.event, Event::Attach { pid: p, .. } if *p == pid))
+        .unwrap_or_else(|| panic!("no attach entry for pid {pid}: {text}"));
+    let Event::Attach { regs, sigmask, .. } = &entries[attach].event else {
+        unreachable!()
+    };
+    let names: Vec<&str> = regs.iter().map(|r| r.name.as_str()).collect();
+    for want in ["rip", "rsp", "rax", "orig_rax"] {
+        assert!(names.contains(&want), "saved register {want} in {names:?}");
+    }
+    for r in regs {
+        assert!(
+            r.value.starts_with("0x") && u64::from_str_radix(&r.value[2..], 16).is_ok(),
+            "register {} = {:?} is hex",
+            r.name,
+            r.value
+        );
+    }
+    let rip = &regs.iter().find(|r| r.name == "rip").unwrap().value;
+    assert_ne!(rip, "0x0", "a real instruction pointer was saved");
+    assert!(sigmask.starts_with("0x"), "signal mask saved: {sigmask}");
+
+    for &(fd, ino) in &fds {
+        let before = entries.iter().position(|e| {
+            matches!(&e.event, Event::Before { fd: f, inode, action, .. }
+                if *f == fd && *inode == ino && action == "close")
+        });
+        let after = entries.iter().position(
+            |e| matches!(&e.event, Event::After { fd: f, result, .. } if *f == fd && *result == 0),
+        );
+        let before = before.unwrap_or_else(|| panic!("no before entry for fd {fd}: {text}"));
+        let after =
+            after.unwrap_or_else(|| panic!("no successful after entry for fd {fd}: {text}"));
+        assert!(
+            attach < before && before < after,
+            "attach < before < after for fd {fd}"
+        );
+    }
+    let detach = entries.iter().rposition(
+        |e| matches!(&e.event, Event::Detach { pid: p, restored: true, .. } if *p == pid),
+    );
+    assert!(
+        detach.is_some_and(|d| d > attach),
+        "a detach with registers restored: {text}"
+    );
+}

@@ -1,0 +1,205 @@
+//! The ptrace engine against busy processes: a 100-thread process whose threads sit in every kind
+//! of blocking call, and a process hit by a storm of queued real-time signals during surgery. Both
+//! for x86_64 and i386 (gcc -m32) programs.
+
+mod engine_common;
+mod support;
+
+use engine_common::*;
+use fdclose::engine::Op;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use support::*;
+
+const THREADS: usize = 100;
+
+fn spawn_leaker(m32: bool, args: &[&str]) -> (Fixture, Vec<(i32, u64)>) {
+    let mut fx = spawn_interactive(Command::new(build_fixture("rt_leaker", m32)).args(args));
+    let leaked = fx.expect_line("LEAKED");
+    fx.expect_line("READY");
+    let pid = fx.pid();
+    let fds = leaked
+        .split_whitespace()
+        .map(|w| {
+            let fd: i32 = w.parse().unwrap();
+            (fd, fd_inode(pid, fd).expect("leaked fd open"))
+        })
+        .collect();
+    (fx, fds)
+}
+
+struct Counts {
+    bad: u64,
+    eintr: u64,
+    lastbad: String,
+    per_thread: Vec<u64>,
+}
+
+fn counts(fx: &mut Fixture) -> Counts {
+    let line = fx.ask("counts", "COUNTS");
+    let mut w = line.split_whitespace();
+    let mut kv = |k: &str| w.next().unwrap().strip_prefix(k).unwrap().to_string();
+    let bad = kv("bad=").parse().unwrap();
+    let eintr = kv("eintr=").parse().unwrap();
+    let lastbad = kv("lastbad=");
+    let per_thread = w.map(|x| x.parse().unwrap()).collect();
+    Counts {
+        bad,
+        eintr,
+        lastbad,
+        per_thread,
+    }
+}
+
+fn hundred_threads(m32: bool) {
+    let (mut fx, fds) = spawn_leaker(m32, &["-n", "20", "-t", &THREADS.to_string()]);
+    let pid = fx.pid();
+    // Main + feeder + workers.
+    let tasks = || {
+        std::fs::read_dir(format!("/proc/{pid}/task"))
+            .unwrap()
+            .count()
+    };
+    assert_eq!(tasks(), THREADS + 2);
+    // Every worker has completed a call at least once before the surgery.
+    wait_for("every worker counted once", Duration::from_secs(20), || {
+        counts(&mut fx).per_thread.iter().all(|&c| c > 0)
+    });
+    let before = counts(&mut fx);
+    assert_eq!(
+        before.bad, 0,
+        "bad results before surgery: {}",
+        before.lastbad
+    );
+
+    let outcomes = operate_ok(pid, surgeries(&fds, || Op::Close));
+    assert_all_done(&outcomes);
+    for &(fd, _) in &fds {
+        assert!(!fd_table(pid).contains_key(&fd), "fd {fd} still open");
+    }
+    assert_eq!(status_field(pid, "TracerPid").as_deref(), Some("0"));
+    assert_eq!(tasks(), THREADS + 2, "all threads survived");
+
+    // Every thread keeps running: each counter moves past its pre-surgery value.
+    wait_for(
+        "every worker counting again",
+        Duration::from_secs(20),
+        || {
+            let now = counts(&mut fx);
+            now.per_thread
+                .iter()
+                .zip(&before.per_thread)
+                .all(|(n, b)| n > b)
+        },
+    );
+    let after = counts(&mut fx);
+    assert_eq!(
+        after.bad, 0,
+        "a blocked call did not complete as if untouched (kind:ret:errno = {})",
+        after.lastbad
+    );
+    let _ = after.eintr; // epoll_wait may legitimately see EINTR.
+}
+
+#[test]
+fn hundred_threads_x86_64() {
+    hundred_threads(false);
+}
+
+#[test]
+fn hundred_threads_i386() {
+    hundred_threads(true);
+}
+
+/// Queue real-time signals from this process while the engine performs surgery after surgery on the
+/// target: every signal sent must be delivered to the program's handler.
+fn signal_storm(m32: bool) {
+    const SIGNALS: u64 = 2000;
+    let (mut fx, fds) = spawn_leaker(m32, &["-n", "400", "-s"]);
+    let pid = fx.pid();
+    assert_eq!(fx.ask("sigs", "SIGS"), "0");
+
+    let sent = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let sender = {
+        let (sent, stop) = (sent.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let end = Instant::now() + Duration::from_secs(60);
+            let mut n: u64 = 0;
+            while !(stop.load(Ordering::SeqCst) && n >= SIGNALS) && Instant::now() < end {
+                let sig = libc::SIGRTMIN() + (n % 8) as i32;
+                let val = libc::sigval {
+                    sival_ptr: n as usize as *mut libc::c_void,
+                };
+                // SAFETY: sigqueue(3) takes plain values; the target is our own child.
+                let r = unsafe { libc::sigqueue(pid, sig, val) };
+                if r == 0 {
+                    n += 1;
+                    sent.store(n, Ordering::SeqCst);
+                } else {
+                    let e = std::io::Error::last_os_error();
+                    // EAGAIN: the target's queue is full (it is stopped); try again.
+                    assert_eq!(e.raw_os_error(), Some(libc::EAGAIN), "sigqueue: {e}");
+                    std::thread::yield_now();
+                }
+            }
+            n
+        })
+    };
+    // Surgery after surgery (each a full attach/inject/restore/detach) while signals pour in,
+    // until the sender has sent its quota.
+    wait_for("first signals sent", Duration::from_secs(10), || {
+        sent.load(Ordering::SeqCst) > 0
+    });
+    let mut rest = fds.as_slice();
+    let mut rounds = 0;
+    while !rest.is_empty() && (sent.load(Ordering::SeqCst) < SIGNALS || rounds < 5) {
+        let (now, later) = rest.split_at(rest.len().min(10));
+        let outcomes = operate_ok(pid, surgeries(now, || Op::Close));
+        assert_all_done(&outcomes);
+        rest = later;
+        rounds += 1;
+    }
+    let surgery_done_at = sent.load(Ordering::SeqCst);
+    stop.store(true, Ordering::SeqCst);
+    let total = sender.join().unwrap();
+    assert!(total >= SIGNALS);
+    assert!(
+        surgery_done_at > 0 && rounds >= 5,
+        "signals overlapped the surgery ({rounds} rounds, {surgery_done_at} signals sent meanwhile)"
+    );
+    wait_for(
+        &format!("all {total} signals delivered"),
+        Duration::from_secs(20),
+        || fx.ask("sigs", "SIGS").parse::<u64>().unwrap() >= total,
+    );
+    assert_eq!(
+        fx.ask("sigs", "SIGS").parse::<u64>().unwrap(),
+        total,
+        "no extra signals"
+    );
+    let closed = fds.len() - rest.len();
+    for &(fd, _) in &fds[..closed] {
+        assert_eq!(fd_inode(pid, fd), None, "fd {fd} closed");
+    }
+    for &(fd, ino) in rest {
+        assert_eq!(
+            fd_inode(pid, fd),
+            Some(ino),
+            "fd {fd} not in any surgery, untouched"
+        );
+    }
+    assert_eq!(status_field(pid, "TracerPid").as_deref(), Some("0"));
+}
+
+#[test]
+fn signal_storm_x86_64() {
+    signal_storm(false);
+}
+
+#[test]
+fn signal_storm_i386() {
+    signal_storm(true);
+}
