@@ -196,7 +196,8 @@ pub fn resolve_with(q: &Query, backend: Backend) -> Result<Resolution, ResolveEr
     }
 
     // 2. Dump and read fd tables at the same time.
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // /proc reads scale with cores only so far; beyond a few threads they contend in the kernel.
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
     let (dumps, tables) = std::thread::scope(|s| {
         let dumper = s.spawn(|| {
             plans
@@ -737,6 +738,40 @@ fn find_processes(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn tcp(inode: u64, state: SockState) -> SocketEntry {
+        let mut e = SocketEntry::closed_fd(inode, Proto::Tcp);
+        e.state = state;
+        e
+    }
+
+    #[test]
+    fn orphans_are_unowned_tcp_sockets_in_wanted_states() {
+        let mut t = NsSockets::default();
+        t.add(tcp(10, SockState::CloseWait));
+        t.add(tcp(0, SockState::FinWait1));
+        t.add(tcp(0, SockState::TimeWait));
+        t.add(tcp(0, SockState::NewSynRecv));
+        assert_eq!(t.by_inode.len(), 1);
+        assert_eq!(t.unowned.len(), 3);
+        let mask = SockState::FinWait1.kernel_bit() | SockState::NewSynRecv.kernel_bit();
+        let o = orphans_of(&t, mask);
+        assert_eq!(o.len(), 1, "request sockets belong to their listener");
+        assert_eq!(
+            (o[0].pid, o[0].comm.as_str(), o[0].fd, o[0].ino),
+            (0, "-", None, 0)
+        );
+        assert_eq!(o[0].socket.as_ref().unwrap().state, SockState::FinWait1);
+        assert_eq!(orphans_of(&t, u32::MAX).len(), 2);
+    }
+
+    #[test]
+    fn protos_deduplicated_and_other_dropped() {
+        assert_eq!(
+            dedup_protos(&[Proto::Udp, Proto::Tcp, Proto::Other, Proto::Udp]),
+            vec![Proto::Tcp, Proto::Udp]
+        );
+    }
 
     #[test]
     fn errno_text_is_lower_case_without_number() {
