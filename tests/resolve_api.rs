@@ -399,3 +399,48 @@ fn proc_net_backend_agrees_with_sock_diag() {
         o.orphans
     );
 }
+
+/// Run `f` on a thread whose credentials alone are dropped to nobody (the raw setresuid syscall
+/// changes only the calling thread, unlike glibc's, and threads it spawns inherit them).
+fn as_nobody<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // SAFETY: raw syscalls with constant arguments; they change only this thread's
+            // credentials, and the thread ends with this closure.
+            let r = unsafe {
+                libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>());
+                libc::syscall(libc::SYS_setresgid, 65534, 65534, 65534);
+                libc::syscall(libc::SYS_setresuid, 65534, 65534, 65534)
+            };
+            assert_eq!(r, 0, "setresuid: {}", std::io::Error::last_os_error());
+            f()
+        })
+        .join()
+        .unwrap()
+    })
+}
+
+#[test]
+fn processes_we_may_not_read() {
+    let s = Sockets::here("127.0.0.27");
+    let pid = s.pid();
+    let q = query(pid, &[Proto::Tcp], &[SockState::CloseWait]);
+    let err = as_nobody(|| resolve(&q).unwrap_err().to_string());
+    assert!(
+        err.starts_with(&format!("cannot read /proc/{pid}/"))
+            && err.ends_with(": permission denied (run as root or as the process owner)"),
+        "{err}"
+    );
+
+    // Searching every process: not fatal, the fixture is listed as unreadable.
+    let mut q = q;
+    q.targets = Targets::All;
+    let r = as_nobody(|| resolve(&q).unwrap());
+    let u = r
+        .unreadable
+        .iter()
+        .find(|u| u.pid == pid)
+        .expect("fixture unreadable");
+    assert!(u.reason.contains("permission denied"), "{}", u.reason);
+    assert!(!r.matches.iter().any(|m| m.pid == pid));
+}
