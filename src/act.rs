@@ -6,7 +6,7 @@
 use crate::engine::{self, EngineError, EngineOptions, Op, Surgery};
 use crate::journal::Journal;
 use crate::model::Match;
-use crate::plan::{Action, Outcome, Plan};
+use crate::plan::{Action, How, Outcome, Plan};
 use serde::Serialize;
 
 #[derive(Clone, Debug, Default)]
@@ -14,6 +14,9 @@ pub struct ActOptions {
     pub engine: EngineOptions,
     /// Never stop a process with ptrace.
     pub no_ptrace: bool,
+    /// Namespace the orphans were listed in, where SOCK_DESTROY must run for them (`--netns`,
+    /// `Resolution::orphans_netns`); `None` = ours.
+    pub orphans_netns: Option<std::path::PathBuf>,
 }
 
 /// One step of the plan and what became of it.
@@ -28,15 +31,70 @@ pub struct StepResult {
 pub fn execute(plan: &Plan, opts: &ActOptions, journal: &mut Journal) -> Vec<StepResult> {
     match plan.action {
         Action::Close => by_ptrace(plan, Op::Close, opts, journal),
-        Action::Shutdown { how } => by_ptrace(plan, Op::Shutdown(how), opts, journal),
+        Action::Shutdown { how } => shutdown(plan, how, opts, journal),
         Action::Replace => by_ptrace(plan, Op::Replace, opts, journal),
-        Action::Destroy => plan
-            .steps
-            .iter()
-            .map(|m| failed(m, "destroy is not available in this build of fdclose", None))
-            .collect(),
+        Action::Destroy => destroy(plan, opts, journal),
     }
 }
+
+// ---- pidfd and sock_diag paths (no process is stopped) ---------------------------------------
+
+/// Shutdown without stopping anyone: through pidfd_getfd when the kernel has it, else (unless
+/// --no-ptrace) through the ptrace engine. Steps pidfd could not reach for lack of kernel support
+/// go to the engine too.
+fn shutdown(plan: &Plan, how: How, opts: &ActOptions, journal: &mut Journal) -> Vec<StepResult> {
+    if let Err(why) = crate::pidfd::probe() {
+        if opts.no_ptrace {
+            let msg = crate::pidfd::no_ptrace_refusal().unwrap_or_else(|| why.to_string());
+            return plan.steps.iter().map(|m| failed(m, &msg, None)).collect();
+        }
+        return by_ptrace(plan, Op::Shutdown(how), opts, journal);
+    }
+    let mut results: Vec<Option<StepResult>> = vec![None; plan.steps.len()];
+    let mut fallback = Vec::new();
+    for (i, m) in plan.steps.iter().enumerate() {
+        match crate::pidfd::shutdown_journaled(m, how, journal) {
+            Ok(outcome) => {
+                results[i] = Some(StepResult {
+                    step: m.clone(),
+                    outcome,
+                })
+            }
+            Err(why) if opts.no_ptrace => {
+                results[i] = Some(failed(m, &format!("--no-ptrace: {why}"), None))
+            }
+            Err(_) => fallback.push(i),
+        }
+    }
+    if !fallback.is_empty() {
+        let rest = Plan {
+            action: plan.action,
+            steps: fallback.iter().map(|&i| plan.steps[i].clone()).collect(),
+            left_out: 0,
+        };
+        for (r, &i) in by_ptrace(&rest, Op::Shutdown(how), opts, journal)
+            .into_iter()
+            .zip(&fallback)
+        {
+            results[i] = Some(r);
+        }
+    }
+    results.into_iter().flatten().collect()
+}
+
+/// SOCK_DESTROY each socket in its namespace; one socket's failure never stops the others.
+fn destroy(plan: &Plan, opts: &ActOptions, journal: &mut Journal) -> Vec<StepResult> {
+    let mut d = crate::destroy::Destroyer::new(opts.orphans_netns.clone());
+    plan.steps
+        .iter()
+        .map(|m| StepResult {
+            step: m.clone(),
+            outcome: d.destroy_journaled(m, journal),
+        })
+        .collect()
+}
+
+// ---- ptrace engine ---------------------------------------------------------------------------
 
 fn failed(m: &Match, error: &str, errno: Option<i32>) -> StepResult {
     StepResult {

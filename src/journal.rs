@@ -158,6 +158,9 @@ pub enum Event {
         regs: Vec<SavedReg>,
         /// Blocked-signal mask, hex (bit n-1 = signal n).
         sigmask: String,
+        /// Every signal was blocked while we worked (false: the kernel lacks PTRACE_SETSIGMASK,
+        /// signals that arrived were held back and re-sent after restore).
+        signals_blocked: bool,
         seccomp: bool,
     },
     /// About to change one fd.
@@ -234,6 +237,7 @@ mod tests {
                 value: "0x401000".into(),
             }],
             sigmask: "0x0".into(),
+            signals_blocked: true,
             seccomp: false,
         });
         let before = Entry::new(Event::Before {

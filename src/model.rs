@@ -43,7 +43,10 @@ pub enum SockState {
     Established = 1,
     SynSent = 2,
     SynRecv = 3,
+    // kebab-case alone would give "fin-wait1": spell them as `--state` and `ss` do.
+    #[serde(rename = "fin-wait-1")]
     FinWait1 = 4,
+    #[serde(rename = "fin-wait-2")]
     FinWait2 = 5,
     TimeWait = 6,
     /// TCP_CLOSE, and also a socket fd found in no kernel table (`ss -s` "closed").
@@ -282,6 +285,8 @@ mod tests {
     fn tcp_numbers_round_trip_through_names() {
         for s in SockState::NAMED {
             assert_eq!(SockState::from_tcp(s as u8), Some(s));
+            // JSON spells every state as `--state` does.
+            assert_eq!(serde_json::to_value(s).unwrap(), s.name());
         }
         assert_eq!(SockState::from_tcp(0), None);
         assert_eq!(SockState::from_tcp(13), None);

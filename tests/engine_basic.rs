@@ -25,8 +25,12 @@ struct Target {
 }
 
 fn start(flags: &[&str]) -> Target {
+    start_with(flags, &[])
+}
+
+fn start_with(flags: &[&str], args: &[&str]) -> Target {
     let exe = build_c_fixture("engine_basic", flags);
-    let mut fx = Fixture::spawn(&mut Command::new(exe));
+    let mut fx = Fixture::spawn(Command::new(exe).args(args));
     let ready = fx.expect_line("READY");
     let n: Vec<i32> = ready
         .split_whitespace()
@@ -177,14 +181,28 @@ fn close_shutdown_replace(flags: &[&str]) {
                 .to_string()
         })
         .collect();
+    // One batch: every `before` is on disk before the first change, then the `after`s.
     let mut expect = vec!["attach".to_string()];
-    for _ in 0..4 {
-        expect.push("before".into());
-        expect.push("after".into());
-    }
+    expect.extend(std::iter::repeat_n("before".to_string(), 4));
+    expect.extend(std::iter::repeat_n("after".to_string(), 4));
     expect.push("detach".into());
     assert_eq!(kinds, expect, "{text}");
     assert!(text.contains(r#""restored":true"#), "{text}");
+    // The attach record holds what a person needs to put the thread back by hand.
+    let attach: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    let ip = if flags.contains(&"-m32") {
+        "eip"
+    } else {
+        "rip"
+    };
+    let regs = attach["regs"].as_array().unwrap();
+    assert!(regs.iter().any(|r| r["name"] == ip), "{attach}");
+    assert!(
+        attach["sigmask"].as_str().unwrap().starts_with("0x"),
+        "{attach}"
+    );
+    assert_eq!(attach["signals_blocked"], true);
+    assert_eq!(attach["pid"], t.pid);
 }
 
 #[test]
@@ -258,8 +276,20 @@ fn group_stopped_process_stays_stopped() {
     let out = engine::operate(t.pid, &surg, &EngineOptions::default(), &mut j).unwrap();
     assert!(done_verified(&out[0]), "{out:?}");
     assert_eq!(status_field(t.pid, "TracerPid").as_deref(), Some("0"));
-    let st = status_field(t.pid, "State").unwrap();
-    assert!(st.starts_with('T'), "still stopped after detach: {st}");
+    // Detaching wakes each thread just long enough to re-enter the group stop in the kernel.
+    wait_for(
+        "the process to be stopped again",
+        Duration::from_secs(5),
+        || status_field(t.pid, "State").is_some_and(|s| s.starts_with('T')),
+    );
+    // Every thread, not just the leader.
+    for task in std::fs::read_dir(format!("/proc/{}/task", t.pid)).unwrap() {
+        let path = task.unwrap().path().join("stat");
+        wait_for("every thread to be stopped", Duration::from_secs(5), || {
+            std::fs::read_to_string(&path)
+                .is_ok_and(|s| s.rsplit(')').next().unwrap().trim().starts_with('T'))
+        });
+    }
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
     let c = checks(&mut t);
     assert_eq!(c[&t.unix0].0, -(libc::EBADF as i64));
@@ -311,4 +341,183 @@ fn refusals_are_sentences() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("does not exist"), "{e}");
+}
+
+/// A seccomp filter that refuses shutdown(2): the outcome names the errno and the filter.
+#[test]
+fn seccomp_refusal_is_reported() {
+    let mut t = start_with(&[], &["seccomp"]);
+    assert_eq!(status_field(t.pid, "Seccomp").as_deref(), Some("2"));
+    let (_d, mut j) = journal();
+    let surg = [
+        Surgery {
+            fd: t.accepted,
+            expect_ino: ino(t.pid, t.accepted),
+            op: Op::Shutdown(How::Wr),
+        },
+        Surgery {
+            fd: t.unix0,
+            expect_ino: ino(t.pid, t.unix0),
+            op: Op::Close,
+        },
+    ];
+    let out = engine::operate(t.pid, &surg, &EngineOptions::default(), &mut j).unwrap();
+    match &out[0] {
+        Outcome::Failed { error, errno } => {
+            assert_eq!(*errno, Some(libc::EPERM));
+            assert!(error.contains("seccomp"), "{error}");
+        }
+        o => panic!("expected a failure, got {o:?}"),
+    }
+    assert!(done_verified(&out[1]), "close still allowed: {:?}", out[1]);
+    assert_untraced_and_running(t.pid);
+    let c = checks(&mut t);
+    assert_eq!(c[&t.unix0].0, -(libc::EBADF as i64));
+}
+
+/// A process someone else traces is refused, naming the tracer.
+#[test]
+fn already_traced_names_the_tracer() {
+    let exe = build_c_fixture("engine_basic", &[]);
+    let mut fx = Fixture::spawn(Command::new("strace").args(["-o", "/dev/null"]).arg(exe));
+    let ready = fx.expect_line("READY");
+    let pid: i32 = ready.split_whitespace().next().unwrap().parse().unwrap();
+    wait_for("strace to hold the fixture", Duration::from_secs(5), || {
+        status_field(pid, "TracerPid").is_some_and(|t| t != "0")
+    });
+    let e = engine::check_target(pid, &EngineOptions::default()).unwrap_err();
+    let s = e.to_string();
+    assert!(
+        s.contains("already traced") && s.contains(&format!("({})", "strace")),
+        "{s}"
+    );
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+}
+
+/// act::execute turns a plan into one engine run per process and one result per step.
+#[test]
+fn act_executes_a_plan() {
+    use fdclose::act::{execute, ActOptions};
+    use fdclose::model::Match;
+    use fdclose::plan::{Action, Plan};
+    let mut t = start(&[]);
+    let (_d, mut j) = journal();
+    let step = |fd: i32| Match {
+        pid: t.pid,
+        comm: "engine_basic".into(),
+        fd: Some(fd),
+        ino: ino(t.pid, fd),
+        target: std::fs::read_link(format!("/proc/{}/fd/{fd}", t.pid))
+            .unwrap()
+            .to_string_lossy()
+            .into_owned(),
+        socket: None,
+        epoll: vec![],
+    };
+    let plan = Plan::new(Action::Close, vec![step(t.unix0), step(t.pipe_w)], None);
+    let res = execute(&plan, &ActOptions::default(), &mut j);
+    assert_eq!(res.len(), 2);
+    for r in &res {
+        assert!(done_verified(&r.outcome), "{r:?}");
+    }
+    assert_eq!(t.fx.read_line(), "READ 0 0");
+    let table = fd_table(t.pid);
+    assert!(!table.contains_key(&t.unix0) && !table.contains_key(&t.pipe_w));
+}
+
+/// Thousands of fds in one attach: all closed, each checked before and after, the process
+/// frozen once. Prints the time it took (the figure behind "faster than gdb per fd").
+#[test]
+fn thousands_of_fds_in_one_attach() {
+    const N: i32 = 3000;
+    let exe = build_c_fixture("engine_basic", &[]);
+    let mut fx = Fixture::spawn(Command::new(exe).args(["many", &N.to_string()]));
+    let many = fx.expect_line("MANY");
+    let r: Vec<i32> = many
+        .split_whitespace()
+        .map(|w| w.parse().unwrap())
+        .collect();
+    let pid = fx.pid();
+    fx.expect_line("READY");
+    // The range may also hold fds the fixture inherited: close them too, they are its own.
+    let surg: Vec<Surgery> = fd_table(pid)
+        .into_keys()
+        .filter(|fd| (r[0]..=r[1]).contains(fd))
+        .map(|fd| Surgery {
+            fd,
+            expect_ino: ino(pid, fd),
+            op: Op::Close,
+        })
+        .collect();
+    assert!(surg.len() >= N as usize);
+    let (_d, mut j) = journal();
+    let t0 = std::time::Instant::now();
+    let out = engine::operate(pid, &surg, &EngineOptions::default(), &mut j).unwrap();
+    let took = t0.elapsed();
+    eprintln!(
+        "closed {N} fds in one attach in {took:?} ({:?} per fd)",
+        took / N as u32
+    );
+    assert!(
+        out.iter().all(done_verified),
+        "{:?}",
+        out.iter().find(|o| !done_verified(o))
+    );
+    let table = fd_table(pid);
+    assert!((r[0]..=r[1]).all(|fd| !table.contains_key(&fd)));
+    assert_untraced_and_running(pid);
+}
+
+/// --tid: inject through the thread blocked in read(); its read restarts transparently.
+#[test]
+fn chosen_thread_is_used_and_its_read_restarts() {
+    let mut t = start(&[]);
+    let (_d, mut j) = journal();
+    let reader = std::fs::read_dir(format!("/proc/{}/task", t.pid))
+        .unwrap()
+        .map(|e| {
+            e.unwrap()
+                .file_name()
+                .to_str()
+                .unwrap()
+                .parse::<i32>()
+                .unwrap()
+        })
+        .find(|&tid| tid != t.pid)
+        .unwrap();
+    let opts = EngineOptions {
+        tid: Some(reader),
+        ..Default::default()
+    };
+    let surg = [Surgery {
+        fd: t.unix0,
+        expect_ino: ino(t.pid, t.unix0),
+        op: Op::Close,
+    }];
+    let out = engine::operate(t.pid, &surg, &opts, &mut j).unwrap();
+    assert!(done_verified(&out[0]), "{out:?}");
+    let text = std::fs::read_to_string(j.path()).unwrap();
+    let attach: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert_eq!(attach["tid"], reader);
+    assert!(
+        attach["blocked_in"].as_str().unwrap().starts_with("read"),
+        "{attach}"
+    );
+    // The reader prints only if its read() returned: checks() fails on any such line.
+    let c = checks(&mut t);
+    assert_eq!(c[&t.unix0].0, -(libc::EBADF as i64));
+    assert_eq!(c[&t.pipe_r].0, 0, "pipe still open, reader still waiting");
+    let e = engine::check_target(
+        t.pid,
+        &EngineOptions {
+            tid: Some(1),
+            ..Default::default()
+        },
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("--tid 1 is not a thread"), "{e}");
 }

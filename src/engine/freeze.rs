@@ -206,10 +206,6 @@ impl Frozen {
         self.live().count()
     }
 
-    pub fn mark_exited(&mut self, tid: i32) {
-        self.threads.insert(tid, TraceeState::Exited);
-    }
-
     /// Detach every thread. Each is in an event stop (the injection thread was put back into
     /// one by its restore), which PTRACE_DETACH requires.
     pub fn release(mut self) -> Result<(), EngineError> {

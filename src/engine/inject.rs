@@ -139,9 +139,6 @@ impl Injector {
         Ok(inj)
     }
 
-    pub fn abi(&self) -> AbiKind {
-        self.abi
-    }
     pub fn tid(&self) -> i32 {
         self.tid
     }

@@ -290,6 +290,7 @@ pub fn operate(
         sigmask: inj
             .saved_mask()
             .map_or_else(|| "unknown".into(), |m| format!("{m:#x}")),
+        signals_blocked: inj.signals_blocked(),
         seccomp: st.seccomp == 2,
     });
     journal.record(&attach)?;
@@ -301,16 +302,7 @@ pub fn operate(
         pending: Vec::new(),
         stop: None,
     };
-    let outcomes: Vec<Outcome> = surgeries
-        .iter()
-        .map(|s| match &refusal {
-            Some(r) if s.op != Op::Close => Outcome::Failed {
-                error: r.clone(),
-                errno: None,
-            },
-            _ => run.one(&mut inj, s),
-        })
-        .collect();
+    let outcomes = run.all(&mut inj, surgeries, refusal.as_deref());
 
     // Give the thread back its registers, then let every thread go.
     let exited = matches!(run.stop, Some(Halt::Exited(_)));
@@ -380,60 +372,111 @@ impl Run<'_> {
         r
     }
 
+    /// Outcome for a surgery not attempted because an earlier one stopped the run.
+    fn halted(&self) -> Option<Outcome> {
+        Some(match self.stop.as_ref()? {
+            Halt::Exited(w) => Outcome::Gone {
+                what: format!("process {} exited ({w})", self.pid),
+            },
+            Halt::Broken(w) | Halt::Journal(w) => Outcome::Failed {
+                error: format!("not attempted: {w}"),
+                errno: None,
+            },
+        })
+    }
+
+    /// Check what the fd holds now; `Err` is the final outcome when it is not the planned object.
+    fn check(&self, s: &Surgery) -> Result<(u64, String), Outcome> {
+        match verify::fd_object(self.pid, s.fd) {
+            None => Err(Outcome::Gone {
+                what: format!("fd {} is no longer open", s.fd),
+            }),
+            Some((ino, link)) if ino != s.expect_ino => Err(Outcome::Changed { now: link }),
+            Some(o) => Ok(o),
+        }
+    }
+
+    /// Run the surgeries in batches: check each fd of a batch (the process is frozen), journal
+    /// all their `before` records with one fsync, then act on each. Every change still has its
+    /// `before` on disk first; a batch costs one fsync instead of one per fd.
+    fn all(
+        &mut self,
+        inj: &mut Injector,
+        surgeries: &[Surgery],
+        refusal: Option<&str>,
+    ) -> Vec<Outcome> {
+        const BATCH: usize = 64;
+        let mut out: Vec<Option<Outcome>> = vec![None; surgeries.len()];
+        for (b, batch) in surgeries.chunks(BATCH).enumerate() {
+            let mut ready = Vec::new();
+            for (k, s) in batch.iter().enumerate() {
+                let i = b * BATCH + k;
+                if let Some(o) = self.halted() {
+                    out[i] = Some(o);
+                    continue;
+                }
+                if let (Some(r), false) = (refusal, s.op == Op::Close) {
+                    out[i] = Some(Outcome::Failed {
+                        error: r.to_string(),
+                        errno: None,
+                    });
+                    continue;
+                }
+                match self.check(s) {
+                    Err(o) => out[i] = Some(o),
+                    Ok((ino, link)) => {
+                        self.pending.push(Entry::new(Event::Before {
+                            pid: self.pid,
+                            tid: inj.tid(),
+                            fd: s.fd,
+                            inode: ino,
+                            target: link,
+                            action: op_text(s.op),
+                            state: inj.state().name().into(),
+                        }));
+                        ready.push(i);
+                    }
+                }
+            }
+            if let Err(e) = self.flush() {
+                self.stop = Some(Halt::Journal(e.to_string()));
+            }
+            for i in ready {
+                out[i] = Some(match self.halted() {
+                    Some(o) => o,
+                    None => self.one(inj, &surgeries[i]),
+                });
+            }
+        }
+        out.into_iter()
+            .map(|o| o.expect("every surgery has an outcome"))
+            .collect()
+    }
+
+    /// Act on one fd whose `before` record is on disk.
     fn one(&mut self, inj: &mut Injector, s: &Surgery) -> Outcome {
-        match &self.stop {
-            Some(Halt::Exited(w)) => {
-                return Outcome::Gone {
-                    what: format!("process {} exited ({w})", self.pid),
-                }
-            }
-            Some(Halt::Broken(w)) => {
-                return Outcome::Failed {
-                    error: format!("not attempted: {w}"),
+        // Checked again right before acting: an earlier call of ours in this batch may have
+        // touched it (the same fd planned twice).
+        let ino = match self.check(s) {
+            Ok((ino, _)) => ino,
+            Err(o) => {
+                self.pending.push(Entry::new(Event::After {
+                    pid: self.pid,
+                    tid: inj.tid(),
+                    fd: s.fd,
+                    action: op_text(s.op),
+                    result: 0,
                     errno: None,
-                }
+                    verified: false,
+                    outcome: outcome_text(&o),
+                }));
+                return o;
             }
-            Some(Halt::Journal(w)) => {
-                return Outcome::Failed {
-                    error: format!("not attempted: {w}"),
-                    errno: None,
-                }
-            }
-            None => {}
-        }
-        // The process is stopped: what the fd holds now is what we will act on.
-        let (ino, link) = match verify::fd_object(self.pid, s.fd) {
-            None => {
-                return Outcome::Gone {
-                    what: format!("fd {} is no longer open", s.fd),
-                }
-            }
-            Some(o) => o,
         };
-        if ino != s.expect_ino {
-            return Outcome::Changed { now: link };
-        }
         let tcp_before = match s.op {
             Op::Shutdown(_) => verify::tcp_state(self.pid, ino),
             _ => None,
         };
-        self.pending.push(Entry::new(Event::Before {
-            pid: self.pid,
-            tid: inj.tid(),
-            fd: s.fd,
-            inode: ino,
-            target: link.clone(),
-            action: op_text(s.op),
-            state: inj.state().name().into(),
-        }));
-        if let Err(e) = self.flush() {
-            let msg = e.to_string();
-            self.stop = Some(Halt::Journal(msg.clone()));
-            return Outcome::Failed {
-                error: msg,
-                errno: None,
-            };
-        }
         let (result, outcome) = match self.perform(inj, s) {
             Ok((r, o)) => (r, o),
             Err(EngineError::Exited { during, .. }) => {

@@ -97,11 +97,6 @@ impl Stop {
     pub fn is_gone(self) -> bool {
         matches!(self, Stop::Exited(_) | Stop::Killed(_))
     }
-
-    /// A group stop (SIGSTOP, SIGTSTP...) rather than our own interrupt.
-    pub fn is_group_stop(self) -> bool {
-        matches!(self, Stop::Event { sig } if sig != libc::SIGTRAP)
-    }
 }
 
 /// Why waiting for a stop ended without one.
@@ -294,8 +289,6 @@ mod tests {
         );
         let group = Stop::from_status(stopped(libc::SIGSTOP, PTRACE_EVENT_STOP));
         assert_eq!(group, Stop::Event { sig: libc::SIGSTOP });
-        assert!(group.is_group_stop());
-        assert!(!Stop::Event { sig: libc::SIGTRAP }.is_group_stop());
         assert_eq!(
             Stop::from_status(stopped(libc::SIGUSR1, 0)),
             Stop::Signal(libc::SIGUSR1)

@@ -38,7 +38,12 @@ pub fn build_c_fixture(name: &str, extra: &[&str]) -> PathBuf {
     };
     if !fresh {
         // Build to a unique name and rename, so parallel tests never run a half-written file.
-        let tmp = out.with_extension(format!("tmp{}", std::process::id()));
+        // Unique per thread too: the tests of one binary build the same fixture in parallel.
+        let tmp = out.with_extension(format!(
+            "tmp{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
         let st = Command::new("gcc")
             .args(["-O1", "-g", "-Wall", "-pthread", "-o"])
             .arg(&tmp)

@@ -1,0 +1,329 @@
+//! Live tests of `resolve()` against integration/fixtures/res_sockets.c: real sockets on loopback,
+//! and in a network namespace the test creates. Needs root (setns, reading other processes' fds).
+
+mod support;
+
+use fdclose::model::{Proto, SockState};
+use fdclose::resolve::{proc_net, resolve, Query, ResolveError, Targets};
+use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt;
+use std::process::Command;
+use support::{build_c_fixture, Fixture};
+
+/// The fixture, built once per test binary (parallel tests must not race on the build).
+fn fixture_exe() -> std::path::PathBuf {
+    static EXE: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    EXE.get_or_init(|| build_c_fixture("res_sockets", &[]))
+        .clone()
+}
+
+/// A running res_sockets fixture and the numbers it printed.
+struct Sockets {
+    fx: Fixture,
+    v: HashMap<String, i32>,
+}
+
+impl Sockets {
+    fn start(cmd: &mut Command) -> Sockets {
+        let mut fx = Fixture::spawn(cmd);
+        let line = fx.expect_line("READY");
+        let v = line
+            .split_whitespace()
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.parse().unwrap()))
+            .collect();
+        Sockets { fx, v }
+    }
+
+    /// On loopback address `addr` of our namespace.
+    fn here(addr: &str) -> Sockets {
+        Sockets::start(Command::new(fixture_exe()).arg(addr))
+    }
+
+    /// In a fresh network namespace (`unshare -n`), loopback up.
+    fn in_new_netns() -> Sockets {
+        let exe = fixture_exe();
+        Sockets::start(
+            Command::new("unshare")
+                .args(["-n", "sh", "-c"])
+                .arg(format!(
+                    "ip link set lo up && exec {} 127.0.0.1",
+                    exe.display()
+                )),
+        )
+    }
+
+    fn pid(&self) -> i32 {
+        // `unshare ... exec` keeps the pid: the fixture prints its own.
+        self.v["pid"]
+    }
+
+    fn fd(&self, name: &str) -> i32 {
+        self.v[name]
+    }
+
+    fn ino(&self, name: &str) -> u64 {
+        std::fs::metadata(format!("/proc/{}/fd/{}", self.pid(), self.fd(name)))
+            .unwrap()
+            .ino()
+    }
+}
+
+fn query(pid: i32, protos: &[Proto], states: &[SockState]) -> Query {
+    Query {
+        targets: Targets::Listed {
+            pids: vec![pid],
+            comms: vec![],
+        },
+        protos: protos.to_vec(),
+        state_mask: states.iter().fold(0, |m, s| m | s.kernel_bit()),
+        include_fds: vec![],
+        orphans: false,
+        netns: None,
+    }
+}
+
+#[test]
+fn close_wait_socket_found_with_fd_inode_queue_and_epoll_watcher() {
+    let s = Sockets::here("127.0.0.21");
+    assert_eq!(s.fx.pid(), s.pid());
+    let r = resolve(&query(s.pid(), &[Proto::Tcp], &[SockState::CloseWait])).unwrap();
+    assert_eq!(r.source, "sock_diag");
+    assert_eq!(r.processes.len(), 1);
+    assert_eq!(r.processes[0].comm, "res_sockets");
+    assert_eq!(r.matches.len(), 1, "{:#?}", r.matches);
+    let m = &r.matches[0];
+    assert_eq!(m.pid, s.pid());
+    assert_eq!(m.fd, Some(s.fd("cw")));
+    assert_eq!(m.ino, s.ino("cw"));
+    assert_eq!(m.target, format!("socket:[{}]", s.ino("cw")));
+    assert_eq!(m.epoll, vec![s.fd("epoll")]);
+    let e = m.socket.as_ref().unwrap();
+    assert_eq!(e.state, SockState::CloseWait);
+    assert_eq!(e.proto, Proto::Tcp);
+    assert_eq!(e.inode, s.ino("cw"));
+    let local = e.local.unwrap();
+    assert_eq!(local.to_string(), format!("127.0.0.21:{}", s.fd("port")));
+    assert!(e.peer.unwrap().ip().is_loopback());
+    assert!(
+        (3..=4).contains(&e.recv_q),
+        "3 unread bytes (+FIN): {}",
+        e.recv_q
+    );
+    assert!(e.mem.is_some(), "SKMEMINFO requested");
+    assert!(e.idle_ms.is_some(), "tcp_info requested");
+    assert!(e.diag.is_some());
+    assert!(r.orphans.is_empty());
+}
+
+#[test]
+fn fds_in_no_table_are_closed_tcp() {
+    let s = Sockets::here("127.0.0.22");
+    let r = resolve(&query(s.pid(), &[Proto::Tcp], &[SockState::Closed])).unwrap();
+    let got: Vec<(i32, SockState, Proto)> = r
+        .matches
+        .iter()
+        .map(|m| {
+            let e = m.socket.as_ref().unwrap();
+            (m.fd.unwrap(), e.state, e.proto)
+        })
+        .collect();
+    // The fully closed connection and the never-connected socket(); not CLOSE_WAIT, not the
+    // listener, not the UDP or unix sockets.
+    let mut want = vec![
+        (s.fd("closed"), SockState::Closed, Proto::Tcp),
+        (s.fd("never"), SockState::Closed, Proto::Tcp),
+    ];
+    want.sort();
+    assert_eq!(got, want);
+    let closed = r
+        .matches
+        .iter()
+        .find(|m| m.fd == Some(s.fd("closed")))
+        .unwrap();
+    assert_eq!(closed.ino, s.ino("closed"));
+    assert_eq!(closed.socket.as_ref().unwrap().local, None);
+}
+
+#[test]
+fn every_state_of_every_proto() {
+    let s = Sockets::here("127.0.0.23");
+    let mut q = query(s.pid(), &[Proto::Tcp, Proto::Udp, Proto::Unix], &[]);
+    q.state_mask = u32::MAX;
+    let r = resolve(&q).unwrap();
+    let state_of = |fd: &str| {
+        let m = r
+            .matches
+            .iter()
+            .find(|m| m.fd == Some(s.fd(fd)))
+            .unwrap_or_else(|| panic!("{fd} not matched: {:#?}", r.matches));
+        let e = m.socket.clone().unwrap();
+        (e.proto, e.state)
+    };
+    assert_eq!(state_of("listen"), (Proto::Tcp, SockState::Listening));
+    assert_eq!(state_of("cw"), (Proto::Tcp, SockState::CloseWait));
+    assert_eq!(state_of("closed"), (Proto::Tcp, SockState::Closed));
+    assert_eq!(state_of("udp"), (Proto::Udp, SockState::Unconnected));
+    assert_eq!(state_of("unix"), (Proto::Unix, SockState::Established));
+    // The epoll fd is no socket and was not asked for.
+    assert!(!r.matches.iter().any(|m| m.fd == Some(s.fd("epoll"))));
+}
+
+#[test]
+fn include_fds_reports_non_sockets_and_sockets_of_other_states() {
+    let s = Sockets::here("127.0.0.24");
+    let mut q = query(s.pid(), &[Proto::Tcp], &[SockState::Established]);
+    q.include_fds = vec![s.fd("epoll"), s.fd("udp"), 9999];
+    let r = resolve(&q).unwrap();
+    let ep = r
+        .matches
+        .iter()
+        .find(|m| m.fd == Some(s.fd("epoll")))
+        .unwrap();
+    assert_eq!(ep.socket, None);
+    assert_eq!(ep.target, "anon_inode:[eventpoll]");
+    assert_eq!(ep.ino, s.ino("epoll"));
+    let udp = r
+        .matches
+        .iter()
+        .find(|m| m.fd == Some(s.fd("udp")))
+        .unwrap();
+    let e = udp.socket.as_ref().unwrap();
+    assert_eq!((e.proto, e.state), (Proto::Udp, SockState::Unconnected));
+    assert!(e.local.is_some(), "found in the UDP dump, not guessed");
+    assert!(!r.matches.iter().any(|m| m.fd == Some(9999)));
+    // Nothing in the fixture is ESTABLISHED over TCP.
+    assert_eq!(r.matches.len(), 2, "{:#?}", r.matches);
+}
+
+#[test]
+fn target_in_another_network_namespace() {
+    let s = Sockets::in_new_netns();
+    let own = std::fs::metadata("/proc/self/ns/net").unwrap().ino();
+    let theirs = std::fs::metadata(format!("/proc/{}/ns/net", s.pid()))
+        .unwrap()
+        .ino();
+    assert_ne!(own, theirs, "fixture must run in its own namespace");
+    let ino = s.ino("cw");
+    // Its sockets are not in our namespace's tables...
+    let ours = proc_net::read_table(None, Proto::Tcp).unwrap();
+    assert!(!ours.iter().any(|e| e.inode == ino));
+    // ...but /proc/PID/net shows them (the fallback path).
+    let via_proc = proc_net::read_table(Some(s.pid()), Proto::Tcp).unwrap();
+    let e = via_proc.iter().find(|e| e.inode == ino).unwrap();
+    assert_eq!(e.state, SockState::CloseWait);
+
+    let mut q = query(
+        s.pid(),
+        &[Proto::Tcp],
+        &[SockState::CloseWait, SockState::FinWait2],
+    );
+    q.orphans = true;
+    let r = resolve(&q).unwrap();
+    assert_eq!(r.source, "sock_diag");
+    assert_eq!(r.processes[0].netns, theirs);
+    assert_eq!(r.matches.len(), 1, "{:#?}", r.matches);
+    assert_eq!(r.matches[0].fd, Some(s.fd("cw")));
+    assert_eq!(r.matches[0].ino, ino);
+    assert_eq!(r.matches[0].epoll, vec![s.fd("epoll")]);
+    let e = r.matches[0].socket.as_ref().unwrap();
+    assert_eq!(
+        e.local.unwrap().to_string(),
+        format!("127.0.0.1:{}", s.fd("port"))
+    );
+    // The client end of cw, closed by the fixture: an orphan in FIN_WAIT2 of *that* namespace,
+    // the only one there.
+    assert_eq!(r.orphans.len(), 1, "{:#?}", r.orphans);
+    let o = &r.orphans[0];
+    assert_eq!((o.pid, o.comm.as_str(), o.fd, o.ino), (0, "-", None, 0));
+    let oe = o.socket.as_ref().unwrap();
+    assert_eq!(oe.state, SockState::FinWait2);
+    assert_eq!(oe.peer.unwrap().port(), s.fd("port") as u16);
+    assert_eq!(oe.local.unwrap().port(), e.peer.unwrap().port());
+    assert_eq!(
+        r.orphans_netns,
+        Some(format!("/proc/{}/ns/net", s.pid()).into())
+    );
+}
+
+#[test]
+fn orphans_from_a_netns_named_by_pid_without_targets() {
+    let s = Sockets::in_new_netns();
+    let q = Query {
+        targets: Targets::Listed {
+            pids: vec![],
+            comms: vec![],
+        },
+        protos: vec![Proto::Tcp],
+        state_mask: SockState::FinWait2.kernel_bit(),
+        include_fds: vec![],
+        orphans: true,
+        netns: Some(s.pid().to_string()),
+    };
+    let r = resolve(&q).unwrap();
+    assert!(r.matches.is_empty());
+    assert_eq!(r.orphans.len(), 1, "{:#?}", r.orphans);
+    assert_eq!(
+        r.orphans[0].socket.as_ref().unwrap().peer.unwrap().port(),
+        s.fd("port") as u16
+    );
+}
+
+#[test]
+fn searching_every_process_finds_the_fixture() {
+    let s = Sockets::here("127.0.0.25");
+    let mut q = query(0, &[Proto::Tcp], &[SockState::CloseWait]);
+    q.targets = Targets::All;
+    let r = resolve(&q).unwrap();
+    let me = std::process::id() as i32;
+    assert!(r.processes.iter().any(|p| p.pid == s.pid()));
+    assert!(
+        !r.processes.iter().any(|p| p.pid == me),
+        "we skip ourselves"
+    );
+    assert!(
+        !r.processes.iter().any(|p| p.pid == 2),
+        "kernel threads are skipped"
+    );
+    let mine: Vec<_> = r.matches.iter().filter(|m| m.pid == s.pid()).collect();
+    assert_eq!(mine.len(), 1);
+    assert_eq!(mine[0].fd, Some(s.fd("cw")));
+    assert!(r
+        .matches
+        .iter()
+        .all(|m| m.socket.as_ref().unwrap().state == SockState::CloseWait));
+}
+
+#[test]
+fn comm_targets_and_errors() {
+    let s = Sockets::here("127.0.0.26");
+    let mut q = query(0, &[Proto::Tcp], &[SockState::CloseWait]);
+    q.targets = Targets::Listed {
+        pids: vec![],
+        comms: vec!["res_sockets".into()],
+    };
+    let r = resolve(&q).unwrap();
+    assert!(r.processes.iter().any(|p| p.pid == s.pid()));
+    assert!(r.processes.iter().all(|p| p.comm == "res_sockets"));
+
+    q.targets = Targets::Listed {
+        pids: vec![],
+        comms: vec!["no-such-comm-x".into()],
+    };
+    let e = resolve(&q).unwrap_err();
+    assert!(matches!(e, ResolveError::NoSuchComm { .. }));
+    assert_eq!(
+        e.to_string(),
+        "no process is named 'no-such-comm-x' (names are matched exactly against /proc/PID/comm)"
+    );
+
+    // A pid that does not exist: beyond pid_max.
+    let e = resolve(&query(i32::MAX, &[Proto::Tcp], &[SockState::CloseWait])).unwrap_err();
+    assert_eq!(e.to_string(), format!("no process with pid {}", i32::MAX));
+
+    let mut q = query(s.pid(), &[Proto::Tcp], &[SockState::CloseWait]);
+    q.orphans = true;
+    q.netns = Some("no-such-netns-fdclose".into());
+    let e = resolve(&q).unwrap_err();
+    assert!(matches!(e, ResolveError::BadNetns { .. }), "{e}");
+}
