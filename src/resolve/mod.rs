@@ -130,12 +130,32 @@ pub(crate) const TCP_BOUND_INACTIVE: u8 = 13;
 /// are read on the others: on a server with tens of thousands of fds both take tens of
 /// milliseconds, and they do not depend on each other.
 pub fn resolve(q: &Query) -> Result<Resolution, ResolveError> {
+    resolve_with(q, Backend::Auto)
+}
+
+/// Where socket tables come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// sock_diag, falling back to /proc/PID/net per protocol when netlink is unavailable.
+    Auto,
+    /// /proc/PID/net only, as on a kernel without sock_diag (for comparisons and tests).
+    ProcNet,
+}
+
+/// [`resolve`] with a chosen socket-table backend.
+pub fn resolve_with(q: &Query, backend: Backend) -> Result<Resolution, ResolveError> {
     let me = std::process::id() as i32;
     let mut unreadable = Vec::new();
     let listed = matches!(q.targets, Targets::Listed { .. });
 
     // 1. Targets, and which namespaces to ask for which sockets.
     let procs = find_processes(&q.targets, me, &mut unreadable)?;
+    // Pids the operator named must be readable; processes found by name or by searching may
+    // exit while we look, and are then just left out.
+    let explicit: HashSet<i32> = match &q.targets {
+        Targets::Listed { pids, .. } => pids.iter().copied().collect(),
+        Targets::All => HashSet::new(),
+    };
     let wanted: Vec<Proto> = dedup_protos(&q.protos);
     let include: HashSet<i32> = q.include_fds.iter().copied().collect();
     let closed_wanted = q.state_mask & SockState::Closed.kernel_bit() != 0;
@@ -186,10 +206,10 @@ pub fn resolve(q: &Query) -> Result<Resolution, ResolveError> {
         let dumper = s.spawn(|| {
             plans
                 .iter()
-                .map(|n| (n, dump_namespace(n, own_ns, &n.need)))
+                .map(|n| (n, dump_namespace(n, own_ns, &n.need, backend)))
                 .collect::<Vec<_>>()
         });
-        let tables = read_tables(procs, listed, threads, &mut unreadable);
+        let tables = read_tables(procs, listed, &explicit, threads, &mut unreadable);
         let dumps = dumper
             .join()
             .unwrap_or_else(|e| std::panic::resume_unwind(e));
@@ -232,7 +252,7 @@ pub fn resolve(q: &Query) -> Result<Resolution, ResolveError> {
                 }
             }
             if !extra.is_empty() {
-                let (more, source) = dump_namespace(n, own_ns, &extra)?;
+                let (more, source) = dump_namespace(n, own_ns, &extra, backend)?;
                 used.insert(source);
                 let into = sockets.entry(n.inode).or_default();
                 into.by_inode.extend(more.by_inode);
@@ -333,16 +353,17 @@ impl NsPlan {
     }
 }
 
-/// Fd tables of the targets. A listed process that cannot be read is an error; in a search of
-/// every process it is noted in `unreadable` and skipped, and one that exited meanwhile is
-/// dropped silently.
+/// Fd tables of the targets. A named process (by pid or comm) we may not read is an error, and
+/// so is a named pid that no longer exists; in a search of every process an unreadable one is
+/// noted in `unreadable`, and a process that exited meanwhile is dropped silently.
 fn read_tables(
     procs: Vec<Process>,
     listed: bool,
+    explicit: &HashSet<i32>,
     threads: usize,
     unreadable: &mut Vec<Unreadable>,
 ) -> Result<Vec<(Process, fds::FdTable)>, ResolveError> {
-    let results: Vec<Result<fds::FdTable, fds::FdError>> = if listed {
+    let results: Vec<Result<fds::FdTable, fds::FdError>> = if procs.len() <= threads {
         // Few processes, maybe huge: spread each one's fds over the threads.
         procs
             .iter()
@@ -382,19 +403,18 @@ fn read_tables(
     for (p, r) in procs.into_iter().zip(results) {
         match r {
             Ok(t) => tables.push((p, t)),
-            Err(e) if listed => {
-                return Err(match e.source.raw_os_error() {
-                    Some(libc::ENOENT) | Some(libc::ESRCH) => {
-                        ResolveError::NoSuchPid { pid: p.pid }
-                    }
-                    _ => ResolveError::Unreadable {
-                        pid: p.pid,
-                        path: e.path,
-                        source: e.source,
-                    },
-                });
+            Err(e) if matches!(e.source.raw_os_error(), Some(libc::ENOENT | libc::ESRCH)) => {
+                if explicit.contains(&p.pid) {
+                    return Err(ResolveError::NoSuchPid { pid: p.pid });
+                }
             }
-            Err(e) if matches!(e.source.raw_os_error(), Some(libc::ENOENT | libc::ESRCH)) => {}
+            Err(e) if listed => {
+                return Err(ResolveError::Unreadable {
+                    pid: p.pid,
+                    path: e.path,
+                    source: e.source,
+                })
+            }
             Err(e) => unreadable.push(Unreadable {
                 pid: p.pid,
                 reason: format!("cannot read {}: {}", e.path, errno_text(&e.source)),
@@ -463,6 +483,7 @@ fn dump_namespace(
     plan: &NsPlan,
     own_ns: u64,
     need: &BTreeMap<Proto, u32>,
+    backend: Backend,
 ) -> Result<(NsSockets, Source), ResolveError> {
     let is_own = plan.inode == own_ns;
     let mut out = NsSockets::default();
@@ -470,7 +491,9 @@ fn dump_namespace(
 
     let mut sock = None;
     let mut open_err: Option<(String, io::Error)> = None;
-    if is_own {
+    if backend == Backend::ProcNet {
+        // Leave `sock` empty: every protocol takes the /proc/PID/net path below.
+    } else if is_own {
         sock = diag::DiagSocket::open().ok();
     } else {
         for path in plan.paths() {
@@ -623,6 +646,9 @@ fn find_processes(
         Targets::Listed { pids, comms } => {
             let mut out: Vec<Process> = Vec::new();
             for &pid in pids {
+                if out.iter().any(|p| p.pid == pid) {
+                    continue;
+                }
                 if pid <= 0 {
                     return Err(ResolveError::NoSuchPid { pid });
                 }
@@ -680,6 +706,7 @@ fn find_processes(
                 }
             }
             out.sort_by_key(|p| p.pid);
+            out.dedup_by_key(|p| p.pid);
             Ok(out)
         }
         Targets::All => {
