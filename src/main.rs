@@ -33,10 +33,29 @@ fn main() -> ExitCode {
     match run(&args) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("fdclose: error: {e:#}");
+            eprintln!("fdclose: error: {}", one_sentence(&e));
             ExitCode::from(ERROR)
         }
     }
+}
+
+/// The error and its causes, leaving out a cause the sentence already says (our errors spell out
+/// the errno text themselves: "permission denied", not "Permission denied (os error 13)").
+fn one_sentence(e: &color_eyre::Report) -> String {
+    let mut out = e.to_string();
+    for cause in e.chain().skip(1) {
+        let text = cause.to_string();
+        let bare = text
+            .split(" (os error")
+            .next()
+            .unwrap_or(&text)
+            .to_lowercase();
+        if !out.to_lowercase().contains(&bare) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+    }
+    out
 }
 
 fn run(args: &Args) -> Result<u8> {

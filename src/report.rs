@@ -189,6 +189,8 @@ pub struct Totals {
     /// Matches that are other kinds of fd (selected by --fd).
     pub other_fds: usize,
     pub processes: usize,
+    /// Matches no process holds (orphans: pid 0, no fd).
+    pub orphans: usize,
     pub recv_q: u64,
     pub send_q: u64,
 }
@@ -197,7 +199,11 @@ pub fn totals(matches: &[Match]) -> Totals {
     let mut t = Totals::default();
     let mut pids = BTreeSet::new();
     for m in matches {
-        pids.insert(m.pid);
+        if m.fd.is_none() && m.pid == 0 {
+            t.orphans += 1;
+        } else {
+            pids.insert(m.pid);
+        }
         match &m.socket {
             Some(s) => {
                 t.sockets += 1;
@@ -225,6 +231,16 @@ fn plural(n: usize, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
 }
 
+/// Where the matches are: "in 2 processes", "held by no process", or both.
+fn where_words(t: &Totals) -> String {
+    let procs = format!("in {}", plural(t.processes, "process", "processes"));
+    match (t.processes, t.orphans) {
+        (_, 0) => procs,
+        (0, _) => "held by no process".to_string(),
+        (_, o) => format!("{procs} ({o} held by no process)"),
+    }
+}
+
 /// One line under the table: how many, where, and the bytes stuck in queues.
 pub fn total_line(matches: &[Match]) -> String {
     let t = totals(matches);
@@ -236,8 +252,8 @@ pub fn total_line(matches: &[Match]) -> String {
         ));
     }
     format!(
-        "{s} in {}; recv-q {} bytes, send-q {} bytes{}",
-        plural(t.processes, "process", "processes"),
+        "{s} {}; recv-q {} bytes, send-q {} bytes{}",
+        where_words(&t),
         t.recv_q,
         t.send_q,
         orphan_mem_words(matches)
@@ -472,9 +488,9 @@ pub fn plan_text(plan: &Plan) -> String {
         ),
     };
     let mut out = format!(
-        "Plan: {} {what} in {}:\n",
+        "Plan: {} {what} {}:\n",
         action_words(plan.action),
-        plural(t.processes, "process", "processes")
+        where_words(&t)
     );
     out.push_str(&table(&plan.steps));
     out.push_str(&total_line(&plan.steps));
@@ -856,6 +872,10 @@ mod orphan_tests {
         let row: Vec<&str> = t.lines().nth(1).unwrap().split_whitespace().collect();
         assert_eq!(row[9], "4100");
         assert!(total_line(&v).ends_with("send-q 1201 bytes, socket memory 11200 bytes"));
+        assert!(total_line(&v).starts_with("3 sockets held by no process;"));
+        let plan = Plan::new(Action::Destroy, v.clone(), None);
+        assert!(plan_text(&plan)
+            .starts_with("Plan: destroy (SOCK_DESTROY) 3 sockets held by no process:\n"));
 
         let s = summary(&v);
         assert!(s.contains("Orphans (owned by no fd"), "{s}");

@@ -234,6 +234,14 @@ pub struct Selection {
     pub netns: Option<String>,
 }
 
+/// States `--orphans` selects when no `--state` is named.
+pub const ORPHAN_STATES: [SockState; 4] = [
+    SockState::FinWait1,
+    SockState::FinWait2,
+    SockState::Closing,
+    SockState::LastAck,
+];
+
 impl Selection {
     pub fn from_args(a: &Args) -> Result<Selection, SelectError> {
         let mut states: Option<Vec<SockState>> = if a.state.is_empty() {
@@ -258,6 +266,11 @@ impl Selection {
         }
         if any_state {
             states = None;
+        }
+        if a.orphans && a.state.is_empty() {
+            // Orphans worth relief hold queues; TIME-WAIT minisockets and request sockets hold
+            // none and vanish by themselves.
+            states = Some(ORPHAN_STATES.to_vec());
         }
         if let Some(v) = states.as_mut() {
             v.sort();

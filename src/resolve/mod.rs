@@ -110,7 +110,11 @@ pub(crate) fn errno_text(e: &io::Error) -> String {
 
 fn hint(e: &io::Error) -> &'static str {
     match e.raw_os_error() {
-        Some(libc::EACCES) | Some(libc::EPERM) => "run as root or as the process owner",
+        // Root can be refused too: a process of another user namespace, hidepid, or an LSM.
+        Some(libc::EACCES) | Some(libc::EPERM) => {
+            "run as root or as the process owner; root is refused only for processes of another \
+             user namespace (container)"
+        }
         Some(libc::ENOENT) | Some(libc::ESRCH) => "the process may have exited",
         _ => "check that /proc is mounted and the process still exists",
     }
@@ -784,7 +788,7 @@ mod tests {
         };
         assert_eq!(
             err.to_string(),
-            "cannot read /proc/812/fd: permission denied (run as root or as the process owner)"
+            "cannot read /proc/812/fd: permission denied (run as root or as the process owner; root is refused only for processes of another user namespace (container))"
         );
         assert_eq!(
             ResolveError::NoSuchPid { pid: 4242 }.to_string(),
