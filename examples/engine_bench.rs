@@ -6,7 +6,6 @@
 use fdclose::engine::{self, EngineOptions, Op, Surgery};
 use fdclose::journal::Journal;
 use std::collections::BTreeSet;
-use std::os::unix::fs::MetadataExt;
 use std::time::Instant;
 
 /// Inodes of TCP sockets in CLOSE_WAIT (state 08) in PID's network namespace.
@@ -40,18 +39,28 @@ fn main() {
         let Ok(fd) = e.file_name().to_string_lossy().parse::<i32>() else {
             continue;
         };
-        if let Ok(m) = std::fs::metadata(e.path()) {
-            if inodes.contains(&m.ino()) {
-                surgeries.push(Surgery {
-                    fd,
-                    expect_ino: m.ino(),
-                    op: Op::Close,
-                });
-            }
+        // The link text names the socket inode: cheaper than a stat per fd at 10,000 fds.
+        let Ok(link) = std::fs::read_link(e.path()) else {
+            continue;
+        };
+        let ino = link
+            .to_str()
+            .and_then(|l| l.strip_prefix("socket:["))
+            .and_then(|l| l.strip_suffix(']'))
+            .and_then(|n| n.parse::<u64>().ok());
+        if let Some(ino) = ino.filter(|i| inodes.contains(i)) {
+            surgeries.push(Surgery {
+                fd,
+                expect_ino: ino,
+                op: Op::Close,
+            });
         }
     }
     let resolved = t0.elapsed();
-    let journal_path = std::env::temp_dir().join(format!("engine-bench-{pid}.jsonl"));
+    // JOURNAL=path puts the journal elsewhere (e.g. on tmpfs, to see the engine without fsync cost).
+    let journal_path = std::env::var_os("JOURNAL")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::env::temp_dir().join(format!("engine-bench-{pid}.jsonl")));
     let mut journal = Journal::open(Some(&journal_path)).expect("open journal");
     let opts = EngineOptions {
         freeze,

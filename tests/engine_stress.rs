@@ -6,9 +6,10 @@ mod engine_common;
 mod support;
 
 use engine_common::*;
-use fdclose::engine::Op;
+use fdclose::engine::{EngineOptions, Op};
+use fdclose::journal::{Entry, Event};
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::*;
@@ -53,7 +54,7 @@ fn counts(fx: &mut Fixture) -> Counts {
     }
 }
 
-fn hundred_threads(m32: bool) {
+fn hundred_threads(m32: bool, freeze: bool) {
     let (mut fx, fds) = spawn_leaker(m32, &["-n", "20", "-t", &THREADS.to_string()]);
     let pid = fx.pid();
     // Main + feeder + workers.
@@ -74,11 +75,30 @@ fn hundred_threads(m32: bool) {
         before.lastbad
     );
 
-    let outcomes = operate_ok(pid, surgeries(&fds, || Op::Close));
-    assert_all_done(&outcomes);
+    let (r, journal) = operate_within(
+        pid,
+        surgeries(&fds, || Op::Close),
+        EngineOptions {
+            freeze,
+            ..EngineOptions::default()
+        },
+        OPERATE_LIMIT,
+    );
+    assert_all_done(&r.expect("operate"));
     for &(fd, _) in &fds {
         assert!(!fd_table(pid).contains_key(&fd), "fd {fd} still open");
     }
+    // Freezing stops every thread, else only the injection thread: the journal says how many.
+    let text = std::fs::read_to_string(&journal).unwrap();
+    let frozen = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Entry>(l).ok())
+        .find_map(|e| match e.event {
+            Event::Attach { threads, .. } => Some(threads),
+            _ => None,
+        });
+    let want = if freeze { THREADS + 2 } else { 1 };
+    assert_eq!(frozen, Some(want), "threads stopped, per the journal");
     assert_eq!(status_field(pid, "TracerPid").as_deref(), Some("0"));
     assert_eq!(tasks(), THREADS + 2, "all threads survived");
 
@@ -105,12 +125,23 @@ fn hundred_threads(m32: bool) {
 
 #[test]
 fn hundred_threads_x86_64() {
-    hundred_threads(false);
+    hundred_threads(false, true);
 }
 
 #[test]
 fn hundred_threads_i386() {
-    hundred_threads(true);
+    hundred_threads(true, true);
+}
+
+/// --no-freeze: only the injection thread stops; the other 101 keep running through the surgery.
+#[test]
+fn hundred_threads_no_freeze_x86_64() {
+    hundred_threads(false, false);
+}
+
+#[test]
+fn hundred_threads_no_freeze_i386() {
+    hundred_threads(true, false);
 }
 
 /// Queue real-time signals from this process while the engine performs surgery after surgery on the
@@ -121,14 +152,14 @@ fn signal_storm(m32: bool) {
     let pid = fx.pid();
     assert_eq!(fx.ask("sigs", "SIGS"), "0");
 
+    // Exactly SIGNALS signals, paced (one every 50 us) so they spread over many surgeries.
     let sent = Arc::new(AtomicU64::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
     let sender = {
-        let (sent, stop) = (sent.clone(), stop.clone());
+        let sent = sent.clone();
         std::thread::spawn(move || {
             let end = Instant::now() + Duration::from_secs(60);
             let mut n: u64 = 0;
-            while !(stop.load(Ordering::SeqCst) && n >= SIGNALS) && Instant::now() < end {
+            while n < SIGNALS && Instant::now() < end {
                 let sig = libc::SIGRTMIN() + (n % 8) as i32;
                 let val = libc::sigval {
                     sival_ptr: n as usize as *mut libc::c_void,
@@ -138,10 +169,13 @@ fn signal_storm(m32: bool) {
                 if r == 0 {
                     n += 1;
                     sent.store(n, Ordering::SeqCst);
+                    std::thread::sleep(Duration::from_micros(50));
                 } else {
                     let e = std::io::Error::last_os_error();
-                    // EAGAIN: the target's queue is full (it is stopped); try again.
-                    assert_eq!(e.raw_os_error(), Some(libc::EAGAIN), "sigqueue: {e}");
+                    // EAGAIN: the signal queue is full; try again.
+                    if e.raw_os_error() != Some(libc::EAGAIN) {
+                        return n;
+                    }
                     std::thread::yield_now();
                 }
             }
@@ -149,10 +183,11 @@ fn signal_storm(m32: bool) {
         })
     };
     // Surgery after surgery (each a full attach/inject/restore/detach) while signals pour in,
-    // until the sender has sent its quota.
+    // until the sender has sent them all.
     wait_for("first signals sent", Duration::from_secs(10), || {
         sent.load(Ordering::SeqCst) > 0
     });
+    let storm_started = Instant::now();
     let mut rest = fds.as_slice();
     let mut rounds = 0;
     while !rest.is_empty() && (sent.load(Ordering::SeqCst) < SIGNALS || rounds < 5) {
@@ -163,9 +198,12 @@ fn signal_storm(m32: bool) {
         rounds += 1;
     }
     let surgery_done_at = sent.load(Ordering::SeqCst);
-    stop.store(true, Ordering::SeqCst);
+    eprintln!(
+        "signal storm: {rounds} surgeries in {:?}, {surgery_done_at} signals sent meanwhile",
+        storm_started.elapsed()
+    );
     let total = sender.join().unwrap();
-    assert!(total >= SIGNALS);
+    assert_eq!(total, SIGNALS, "all signals queued");
     assert!(
         surgery_done_at > 0 && rounds >= 5,
         "signals overlapped the surgery ({rounds} rounds, {surgery_done_at} signals sent meanwhile)"

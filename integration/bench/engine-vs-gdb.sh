@@ -6,6 +6,7 @@
 #
 #   integration/bench/engine-vs-gdb.sh [SIZES...]        (default: 1000 10000; run as root)
 #
+# The journal goes to the run's temp dir (same disk as /tmp; JOURNAL=path for lib elsewhere).
 # VIA=lib (default) drives the engine through examples/engine_bench.rs; VIA=cli through the
 # release binary (`fdclose --pid P --state close-wait --yes`); VIA=none skips the engine. GDB=0
 # skips gdb.
@@ -30,10 +31,11 @@ gcc -O2 -pthread -o "$WORK/rt_leaker" integration/fixtures/rt_leaker.c
 if [ "$VIA" = none ]; then
     ENGINE=(true)
 elif [ "$VIA" = cli ]; then
-    cargo build --release --quiet --bin fdclose
-    ENGINE=(target/release/fdclose --state close-wait --yes --pid)
+    cargo build --release --quiet --bin fdclose 2>"$WORK/build.log" || { cat "$WORK/build.log"; exit 1; }
+    ENGINE=(target/release/fdclose --state close-wait --yes --journal "$WORK/journal.jsonl" --pid)
 else
-    cargo build --release --quiet --example engine_bench
+    cargo build --release --quiet --example engine_bench 2>"$WORK/build.log" || { cat "$WORK/build.log"; exit 1; }
+    export JOURNAL=${JOURNAL:-$WORK/journal.jsonl}
     ENGINE=(target/release/examples/engine_bench)
 fi
 
@@ -84,6 +86,7 @@ stop_target() {
     exec {TIN}>&-
 }
 
+echo "# $(date -u +%FT%TZ) $(uname -r) $(nproc) cpus, load average: $(cut -d' ' -f1-3 /proc/loadavg), VIA=$VIA"
 printf '%-8s %-7s %10s %14s %14s %6s\n' method fds wall_s max_pause_ms paused_ms left
 declare -A WALL
 for n in "${SIZES[@]}"; do
@@ -98,7 +101,7 @@ for n in "${SIZES[@]}"; do
     read -r gap stalled <<<"$(gap_of)"
     printf '%-8s %-7s %10.3f %14.1f %14.1f %6s\n' fdclose "$n" "$wall" "$(echo "$gap/1000" | bc -l)" \
         "$(echo "$stalled/1000" | bc -l)" "$left"
-    sed 's/^/    /' "$WORK/engine-$n.out"
+    tail -2 "$WORK/engine-$n.out" | sed 's/^/    /'
     stop_target
 
     # --- gdb, one batch session ---
