@@ -575,3 +575,51 @@ fn leaderless_process_is_not_a_zombie() {
     // The reader thread sees end-of-file: the close happened inside the process.
     assert_eq!(fx.read_line(), "READ 0 0");
 }
+
+/// One thread traced by someone else (strace -p TID): the freeze stops at it, names the tracer,
+/// and lets go of the threads it had already stopped.
+#[test]
+fn a_thread_traced_elsewhere_is_named_and_the_rest_let_go() {
+    let mut t = start(&[]);
+    let reader = std::fs::read_dir(format!("/proc/{}/task", t.pid))
+        .unwrap()
+        .map(|e| {
+            e.unwrap()
+                .file_name()
+                .to_str()
+                .unwrap()
+                .parse::<i32>()
+                .unwrap()
+        })
+        .find(|&tid| tid != t.pid)
+        .unwrap();
+    let _strace =
+        Fixture::spawn(Command::new("strace").args(["-o", "/dev/null", "-p", &reader.to_string()]));
+    let task_tracer = || {
+        std::fs::read_to_string(format!("/proc/{}/task/{reader}/status", t.pid))
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("TracerPid:").map(|v| v.trim().to_string()))
+            .unwrap()
+    };
+    wait_for(
+        "strace to hold the reader thread",
+        Duration::from_secs(10),
+        || task_tracer() != "0",
+    );
+    let (_d, mut j) = journal();
+    let surg = [Surgery {
+        fd: t.unix0,
+        expect_ino: ino(t.pid, t.unix0),
+        op: Op::Close,
+    }];
+    let e = engine::operate(t.pid, &surg, &EngineOptions::default(), &mut j).unwrap_err();
+    let s = e.to_string();
+    assert!(
+        s.contains("already traced") && s.contains("(strace)"),
+        "{s}"
+    );
+    assert_untraced_and_running(t.pid);
+    let c = checks(&mut t);
+    assert_eq!(c[&t.unix0].0, 0, "nothing was changed");
+}

@@ -101,7 +101,10 @@ impl Frozen {
     /// Turn a PTRACE_SEIZE failure into the reason an operator can act on.
     fn seize_error(&self, tid: i32, errno: Errno) -> EngineError {
         if errno == Errno::EPERM {
-            if let Ok(st) = procfs::status(self.pid) {
+            // The thread's own status: a tracer may hold one thread only (strace -p TID).
+            let task = procfs::read_proc(self.pid, &format!("task/{tid}/status"))
+                .map(|t| procfs::parse_status(&t));
+            if let Ok(st) = task.or_else(|_| procfs::status(self.pid)) {
                 if st.tracer_pid != 0 && st.tracer_pid != std::process::id() as i32 {
                     return EngineError::AlreadyTraced {
                         pid: self.pid,
