@@ -232,8 +232,9 @@ fn check_status(pid: i32, opts: &EngineOptions) -> Result<procfs::Status, Engine
 }
 
 /// Carry out `surgeries` on process `pid` in one attach. Returns one outcome per surgery, in the
-/// same order. An `Err` means nothing at all could be done to the process (the journal says what
-/// was); per-fd problems are `Outcome`s.
+/// same order; per-fd problems are `Outcome`s. An `Err` means no fd was changed (the journal says
+/// what was tried). If fds were changed but restoring or detaching then went wrong, the outcomes
+/// are returned with that error in each `Done` note, so no change goes unreported.
 pub fn operate(
     pid: i32,
     surgeries: &[Surgery],
@@ -344,17 +345,37 @@ pub fn operate(
         error,
     }));
     let flushed = run.flush();
-    if let Err(e) = restored {
-        return Err(EngineError::NotRestored {
+    let journal_path = run.journal.path().display().to_string();
+    let trouble = match (restored, released, flushed) {
+        (Err(e), _, _) => Some(EngineError::NotRestored {
             pid,
             tid,
             why: e.to_string(),
-            journal: run.journal.path().display().to_string(),
-        });
+            journal: journal_path,
+        }),
+        (_, Err(e), _) => Some(e),
+        (_, _, Err(e)) => Some(EngineError::Journal(e)),
+        _ => None,
+    };
+    match trouble {
+        None => Ok(outcomes),
+        // Nothing was changed: the error is the whole story.
+        Some(e) if !outcomes.iter().any(Outcome::is_done) => Err(e),
+        // Some fds were changed: say so, with the trouble beside each change.
+        Some(e) => Ok(outcomes
+            .into_iter()
+            .map(|o| match o {
+                Outcome::Done { verified, note } => Outcome::Done {
+                    verified,
+                    note: Some(match note {
+                        Some(n) => format!("{n}; afterwards: {e}"),
+                        None => format!("afterwards: {e}"),
+                    }),
+                },
+                other => other,
+            })
+            .collect()),
     }
-    released?;
-    flushed?;
-    Ok(outcomes)
 }
 
 /// Why the rest of the surgeries were not attempted.
