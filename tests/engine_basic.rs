@@ -303,8 +303,17 @@ fn group_stopped_process_stays_stopped() {
 }
 
 #[test]
-fn fallback_without_setsigmask_and_no_freeze() {
-    let mut t = start(&[]);
+fn fallback_without_setsigmask_and_no_freeze_x86_64() {
+    fallback_without_setsigmask_and_no_freeze(&[]);
+}
+
+#[test]
+fn fallback_without_setsigmask_and_no_freeze_i386() {
+    fallback_without_setsigmask_and_no_freeze(&["-m32"]);
+}
+
+fn fallback_without_setsigmask_and_no_freeze(flags: &[&str]) {
+    let mut t = start(flags);
     let (_d, mut j) = journal();
     let opts = EngineOptions {
         no_setsigmask: true,
@@ -330,6 +339,12 @@ fn fallback_without_setsigmask_and_no_freeze() {
         "{out:?}"
     );
     assert_untraced_and_running(t.pid);
+    let text = std::fs::read_to_string(j.path()).unwrap();
+    let attach: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert_eq!(attach["threads"], 1, "only the injection thread stopped");
+    assert_eq!(attach["signals_blocked"], false, "the fallback ran");
+    let abi = if flags.is_empty() { "x86_64" } else { "i386" };
+    assert_eq!(attach["abi"], abi);
     let c = checks(&mut t);
     assert_eq!(c[&t.unix0], (0, 0));
 }

@@ -722,7 +722,7 @@ fn errno_name(e: i32) -> String {
 
 /// --no-freeze without --tid: the best thread judged from /proc alone (none is stopped yet).
 fn pick_unstopped(pid: i32) -> Result<i32, EngineError> {
-    let abi = <fdclose_arch::Native as fdclose_arch::Abi>::KIND;
+    let abi = procfs::exe_abi(pid).unwrap_or(<fdclose_arch::Native as fdclose_arch::Abi>::KIND);
     let tids = procfs::live_tids(pid)?;
     tids.iter()
         .copied()
