@@ -46,6 +46,7 @@ pub(crate) fn generic_nr(sys: Sys) -> Option<i64> {
         Sys::Recvmsg => 212,
         Sys::Accept4 => 242,
         Sys::Wait4 => 260,
+        Sys::CloseRange => 436,
         Sys::EpollPwait2 => 441,
         // The generic table never had these (libc emulates them with the calls above).
         Sys::EpollWait | Sys::Poll | Sys::Select | Sys::Pause => return None,

@@ -68,6 +68,7 @@ impl Abi for I386 {
             Sys::Pselect6Time64 => 413,
             Sys::PpollTime64 => 414,
             Sys::FutexTime64 => 422,
+            Sys::CloseRange => 436,
             Sys::EpollPwait2 => 441,
             // i386 never had a direct accept(2): accept4 or socketcall.
             Sys::Accept => return None,

@@ -17,6 +17,8 @@ use std::fmt;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Sys {
     Close,
+    /// close_range(first, last, flags), Linux >= 5.9: one call for a run of consecutive fds.
+    CloseRange,
     Shutdown,
     Dup3,
     Socket,
@@ -74,8 +76,9 @@ impl Sys {
     }
 
     /// Every variant, for reverse look-ups (number → call).
-    pub const ALL: [Sys; 30] = [
+    pub const ALL: [Sys; 31] = [
         Sys::Close,
+        Sys::CloseRange,
         Sys::Shutdown,
         Sys::Dup3,
         Sys::Socket,
@@ -400,6 +403,7 @@ mod tests {
     fn native_numbers_match_libc() {
         let pairs: &[(Sys, libc::c_long)] = &[
             (Sys::Close, libc::SYS_close),
+            (Sys::CloseRange, libc::SYS_close_range),
             (Sys::Shutdown, libc::SYS_shutdown),
             (Sys::Dup3, libc::SYS_dup3),
             (Sys::Socket, libc::SYS_socket),
@@ -467,6 +471,7 @@ mod tests {
     fn uapi_name(sys: Sys) -> &'static str {
         match sys {
             Sys::Close => "close",
+            Sys::CloseRange => "close_range",
             Sys::Shutdown => "shutdown",
             Sys::Dup3 => "dup3",
             Sys::Socket => "socket",

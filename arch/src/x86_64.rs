@@ -53,6 +53,7 @@ impl Abi for X86_64 {
             Sys::EpollPwait => 281,
             Sys::Accept4 => 288,
             Sys::Dup3 => 292,
+            Sys::CloseRange => 436,
             Sys::EpollPwait2 => 441,
             Sys::FutexTime64
             | Sys::ClockNanosleepTime64
