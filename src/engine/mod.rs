@@ -28,7 +28,9 @@ use crate::plan::{How, Outcome};
 use fdclose_arch::{errno_of, AbiKind, Sys};
 use freeze::Frozen;
 use inject::Injector;
+use std::collections::HashSet;
 use std::time::Duration;
+use verify::Held;
 
 /// One change to make to one fd of the target.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -70,7 +72,14 @@ pub struct EngineOptions {
     pub wait_limit: Duration,
     /// Pretend PTRACE_SETSIGMASK is missing (Linux < 3.11) and use the fallback (tests).
     pub no_setsigmask: bool,
+    /// Close one fd per call, never a run of them with close_range(2) (tests and the benchmark's
+    /// per-fd figure; the environment variable [`NO_CLOSE_RANGE_ENV`] does the same).
+    pub no_close_range: bool,
 }
+
+/// Set (to anything) in fdclose's environment: as [`EngineOptions::no_close_range`]. A test hook,
+/// not an operator setting.
+pub const NO_CLOSE_RANGE_ENV: &str = "FDCLOSE_NO_CLOSE_RANGE";
 
 impl Default for EngineOptions {
     fn default() -> Self {
@@ -80,6 +89,7 @@ impl Default for EngineOptions {
             allow_pid1: false,
             wait_limit: Duration::from_secs(5),
             no_setsigmask: false,
+            no_close_range: false,
         }
     }
 }
@@ -296,14 +306,15 @@ pub fn operate(
         signals_blocked: inj.signals_blocked(),
         seccomp: st.seccomp == 2,
     });
-    journal.record(&attach)?;
-
     let mut run = Run {
         pid,
-        tid,
         seccomp: st.seccomp == 2,
         journal,
-        pending: Vec::new(),
+        fds: verify::FdTable::open(pid, tid),
+        frozen: opts.freeze,
+        close_range: !opts.no_close_range && std::env::var_os(NO_CLOSE_RANGE_ENV).is_none(),
+        // On disk with the first batch's `before` records, before the first change.
+        pending: vec![attach],
         stop: None,
     };
     let outcomes = run.all(&mut inj, surgeries, refusal.as_deref());
@@ -388,14 +399,23 @@ enum Halt {
 /// The state of one operation while its surgeries run.
 struct Run<'j> {
     pid: i32,
-    /// The injection thread: its fd table is the one our calls change.
-    tid: i32,
     seccomp: bool,
     journal: &'j mut Journal,
-    /// `after` entries not yet written: they go out with the next `before` (one fsync for both).
+    /// The injection thread's fd table: the one our calls change.
+    fds: verify::FdTable,
+    /// Every thread is stopped: nothing but our own calls changes the fd table, so the check
+    /// made when a batch is journaled still holds when we act on it.
+    frozen: bool,
+    /// Runs of consecutive fds are closed with one close_range(2); switched off for the rest of
+    /// the run once the kernel (or a seccomp filter) refuses it.
+    close_range: bool,
+    /// Entries not yet written: they go out with the next batch's `before` records (one fsync).
     pending: Vec<Entry>,
     stop: Option<Halt>,
 }
+
+/// Surgeries whose `before` records share one fsync. 1,000 fds cost one fsync, 10,000 ten.
+const BATCH: usize = 1024;
 
 impl Run<'_> {
     fn flush(&mut self) -> Result<(), JournalError> {
@@ -420,19 +440,22 @@ impl Run<'_> {
         })
     }
 
-    /// Check what the fd holds now; `Err` is the final outcome when it is not the planned object.
-    fn check(&self, s: &Surgery) -> Result<(u64, String), Outcome> {
-        match verify::fd_object(self.pid, self.tid, s.fd) {
+    /// Check what the fd holds now (one `stat`); `Err` is the final outcome when it is not the
+    /// planned object.
+    fn check(&self, s: &Surgery) -> Result<Held, Outcome> {
+        match self.fds.held(s.fd) {
             None => Err(Outcome::Gone {
                 what: format!("fd {} is no longer open", s.fd),
             }),
-            Some((ino, link)) if ino != s.expect_ino => Err(Outcome::Changed { now: link }),
-            Some(o) => Ok(o),
+            Some(h) if h.ino != s.expect_ino => Err(Outcome::Changed {
+                now: self.fds.link(s.fd, h),
+            }),
+            Some(h) => Ok(h),
         }
     }
 
     /// Run the surgeries in batches: check each fd of a batch (the process is frozen), journal
-    /// all their `before` records with one fsync, then act on each. Every change still has its
+    /// all their `before` records with one fsync, then act on them. Every change still has its
     /// `before` on disk first; a batch costs one fsync instead of one per fd.
     fn all(
         &mut self,
@@ -440,12 +463,21 @@ impl Run<'_> {
         surgeries: &[Surgery],
         refusal: Option<&str>,
     ) -> Vec<Outcome> {
-        const BATCH: usize = 64;
         let mut out: Vec<Option<Outcome>> = vec![None; surgeries.len()];
-        for (b, batch) in surgeries.chunks(BATCH).enumerate() {
+        let mut next = 0;
+        while next < surgeries.len() {
+            // A batch ends before an fd it already holds: an fd planned twice is checked again,
+            // in the next batch, after our first call on it (which may have closed or replaced it).
+            let start = next;
+            let mut in_batch = HashSet::new();
+            while next < surgeries.len()
+                && next - start < BATCH
+                && in_batch.insert(surgeries[next].fd)
+            {
+                next += 1;
+            }
             let mut ready = Vec::new();
-            for (k, s) in batch.iter().enumerate() {
-                let i = b * BATCH + k;
+            for (i, s) in surgeries.iter().enumerate().take(next).skip(start) {
                 if let Some(o) = self.halted() {
                     out[i] = Some(o);
                     continue;
@@ -459,13 +491,13 @@ impl Run<'_> {
                 }
                 match self.check(s) {
                     Err(o) => out[i] = Some(o),
-                    Ok((ino, link)) => {
+                    Ok(h) => {
                         self.pending.push(Entry::new(Event::Before {
                             pid: self.pid,
                             tid: inj.tid(),
                             fd: s.fd,
-                            inode: ino,
-                            target: link,
+                            inode: h.ino,
+                            target: self.fds.link(s.fd, h),
                             action: op_text(s.op),
                             state: inj.state().name().into(),
                         }));
@@ -476,64 +508,172 @@ impl Run<'_> {
             if let Err(e) = self.flush() {
                 self.stop = Some(Halt::Journal(e.to_string()));
             }
-            for i in ready {
-                out[i] = Some(match self.halted() {
-                    Some(o) => o,
-                    None => self.one(inj, &surgeries[i]),
-                });
-            }
+            self.act(inj, surgeries, ready, &mut out);
         }
         out.into_iter()
             .map(|o| o.expect("every surgery has an outcome"))
             .collect()
     }
 
-    /// Act on one fd whose `before` record is on disk.
-    fn one(&mut self, inj: &mut Injector, s: &Surgery) -> Outcome {
-        // Checked again right before acting: an earlier call of ours in this batch may have
-        // touched it (the same fd planned twice).
-        let ino = match self.check(s) {
-            Ok((ino, _)) => ino,
-            Err(o) => {
-                self.pending.push(Entry::new(Event::After {
-                    pid: self.pid,
-                    tid: inj.tid(),
-                    fd: s.fd,
-                    action: op_text(s.op),
-                    result: 0,
-                    errno: None,
-                    verified: false,
-                    outcome: outcome_text(&o),
-                }));
-                return o;
+    /// Act on the checked surgeries of one batch (`ready`: indices into `surgeries`, distinct
+    /// fds, `before` records on disk). Closes of consecutive fds go as runs through
+    /// close_range(2) when the process is frozen; everything else one fd at a time.
+    fn act(
+        &mut self,
+        inj: &mut Injector,
+        surgeries: &[Surgery],
+        mut ready: Vec<usize>,
+        out: &mut [Option<Outcome>],
+    ) {
+        // Only with every thread stopped: then no fd inside a run can change between its check
+        // and the call. With --no-freeze each fd is checked again right before its own close.
+        if self.frozen && self.close_range {
+            ready.sort_by_key(|&i| (surgeries[i].op != Op::Close, surgeries[i].fd));
+            let closes = ready
+                .iter()
+                .take_while(|&&i| surgeries[i].op == Op::Close)
+                .count();
+            let fds: Vec<i32> = ready[..closes].iter().map(|&i| surgeries[i].fd).collect();
+            for run in consecutive_runs(&fds) {
+                let idx = &ready[run];
+                if idx.len() >= 2 && self.close_range && self.stop.is_none() {
+                    self.close_run(inj, surgeries, idx, out);
+                } else {
+                    self.each(inj, surgeries, idx, out, false);
+                }
+            }
+            self.each(inj, surgeries, &ready[closes..], out, false);
+        } else {
+            self.each(inj, surgeries, &ready, out, !self.frozen);
+        }
+    }
+
+    /// One fd at a time; `recheck`: look at the fd again right before acting (other threads run,
+    /// or our own call may have touched it).
+    fn each(
+        &mut self,
+        inj: &mut Injector,
+        surgeries: &[Surgery],
+        idx: &[usize],
+        out: &mut [Option<Outcome>],
+        recheck: bool,
+    ) {
+        for &i in idx {
+            out[i] = Some(match self.halted() {
+                Some(o) => o,
+                None => self.one(inj, &surgeries[i], recheck),
+            });
+        }
+    }
+
+    /// Close fds `first..=last` (the surgeries `idx`, every one checked to hold its planned
+    /// object, consecutive, nothing else in between) with one close_range(first, last, 0).
+    fn close_run(
+        &mut self,
+        inj: &mut Injector,
+        surgeries: &[Surgery],
+        idx: &[usize],
+        out: &mut [Option<Outcome>],
+    ) {
+        let first = surgeries[idx[0]].fd;
+        let last = surgeries[idx[idx.len() - 1]].fd;
+        debug_assert_eq!((last - first) as usize + 1, idx.len());
+        let r = match inj.call(Sys::CloseRange, &[first as u64, last as u64, 0]) {
+            Ok(r) => r,
+            Err(e) => {
+                let o = self.failure(e);
+                for &i in idx {
+                    self.push_after(inj, &surgeries[i], "close-range", 0, &o);
+                    out[i] = Some(o.clone());
+                }
+                return;
             }
         };
+        if r != 0 {
+            // ENOSYS: Linux < 5.9; EINVAL; EPERM or another errno: a seccomp filter refused it;
+            // a positive value: a SECCOMP_RET_TRAP filter rolled the call back. A refused call
+            // closed nothing, but look at each fd again anyway and close those still there one
+            // by one, and never try close_range again in this run.
+            self.close_range = false;
+            let why = match errno_of(r) {
+                Some(e) => errno_name(e),
+                None => format!("result {r}"),
+            };
+            for &i in idx {
+                let s = &surgeries[i];
+                out[i] = Some(match (self.halted(), self.fds.held(s.fd)) {
+                    (Some(o), _) => o,
+                    (None, Some(h)) if h.ino == s.expect_ino => self.one(inj, s, false),
+                    (None, now) => {
+                        let o = Outcome::Done {
+                            verified: now.is_none_or(|h| h.ino != s.expect_ino),
+                            note: Some(format!("close_range reported {why} but released it")),
+                        };
+                        self.push_after(inj, s, "close-range", r, &o);
+                        o
+                    }
+                });
+            }
+            return;
+        }
+        for &i in idx {
+            let s = &surgeries[i];
+            let (verified, note) = self.verify_after(s, Op::Close, s.expect_ino, None);
+            let o = Outcome::Done { verified, note };
+            self.push_after(inj, s, "close-range", 0, &o);
+            out[i] = Some(o);
+        }
+    }
+
+    /// The outcome of a call that could not be made (the process exited, ptrace failed); stops
+    /// the run.
+    fn failure(&mut self, e: EngineError) -> Outcome {
+        match e {
+            EngineError::Exited { during, .. } => {
+                let what = format!("process {} exited during {during}", self.pid);
+                self.stop = Some(Halt::Exited(during));
+                Outcome::Gone { what }
+            }
+            e => {
+                let msg = e.to_string();
+                self.stop = Some(Halt::Broken(msg.clone()));
+                Outcome::Failed {
+                    error: msg,
+                    errno: e.errno(),
+                }
+            }
+        }
+    }
+
+    fn push_after(&mut self, inj: &Injector, s: &Surgery, action: &str, result: i64, o: &Outcome) {
+        self.pending.push(Entry::new(Event::After {
+            pid: self.pid,
+            tid: inj.tid(),
+            fd: s.fd,
+            action: action.into(),
+            result,
+            errno: errno_of(result),
+            verified: matches!(o, Outcome::Done { verified: true, .. }),
+            outcome: outcome_text(o),
+        }));
+    }
+
+    /// Act on one fd whose `before` record is on disk and whose check passed.
+    fn one(&mut self, inj: &mut Injector, s: &Surgery, recheck: bool) -> Outcome {
+        if recheck {
+            if let Err(o) = self.check(s) {
+                self.push_after(inj, s, &op_text(s.op), 0, &o);
+                return o;
+            }
+        }
+        let ino = s.expect_ino;
         let tcp_before = match s.op {
-            Op::Shutdown(_) => verify::tcp_state(self.pid, self.tid, ino),
+            Op::Shutdown(_) => verify::tcp_state(self.pid, self.fds.tid(), ino),
             _ => None,
         };
         let (result, outcome) = match self.perform(inj, s) {
             Ok((r, o)) => (r, o),
-            Err(EngineError::Exited { during, .. }) => {
-                self.stop = Some(Halt::Exited(during.clone()));
-                (
-                    0,
-                    Outcome::Gone {
-                        what: format!("process {} exited during {during}", self.pid),
-                    },
-                )
-            }
-            Err(e) => {
-                let msg = e.to_string();
-                self.stop = Some(Halt::Broken(msg.clone()));
-                (
-                    0,
-                    Outcome::Failed {
-                        error: msg,
-                        errno: e.errno(),
-                    },
-                )
-            }
+            Err(e) => (0, self.failure(e)),
         };
         let outcome = match (outcome, s.op) {
             (Outcome::Done { note, .. }, op) => {
@@ -545,16 +685,7 @@ impl Run<'_> {
             }
             (o, _) => o,
         };
-        self.pending.push(Entry::new(Event::After {
-            pid: self.pid,
-            tid: inj.tid(),
-            fd: s.fd,
-            action: op_text(s.op),
-            result,
-            errno: errno_of(result),
-            verified: matches!(outcome, Outcome::Done { verified: true, .. }),
-            outcome: outcome_text(&outcome),
-        }));
+        self.push_after(inj, s, &op_text(s.op), result, &outcome);
         outcome
     }
 
@@ -652,23 +783,26 @@ impl Run<'_> {
         ino: u64,
         tcp_before: Option<u8>,
     ) -> (bool, Option<String>) {
-        let now = verify::fd_object(self.pid, self.tid, s.fd);
+        let now = self.fds.held(s.fd);
         match op {
             Op::Close => match now {
                 None => (true, None),
-                Some((i, _)) if i != ino => (true, None),
+                Some(h) if h.ino != ino => (true, None),
                 Some(_) => (
                     false,
                     Some(format!("fd {} still holds the same object", s.fd)),
                 ),
             },
             Op::Replace => match now {
-                Some((i, l)) if i != ino && l.starts_with("socket:") => (true, None),
-                Some((_, l)) => (false, Some(format!("fd {} now holds {l}", s.fd))),
+                Some(h) if h.ino != ino && h.socket => (true, None),
+                Some(h) => (
+                    false,
+                    Some(format!("fd {} now holds {}", s.fd, self.fds.link(s.fd, h))),
+                ),
                 None => (false, Some(format!("fd {} is not open any more", s.fd))),
             },
             Op::Shutdown(how) => {
-                let after = verify::tcp_state(self.pid, self.tid, ino);
+                let after = verify::tcp_state(self.pid, self.fds.tid(), ino);
                 if verify::shutdown_took_effect(tcp_before, after) {
                     (true, None)
                 } else if tcp_before.is_none() {
@@ -688,6 +822,19 @@ impl Run<'_> {
             }
         }
     }
+}
+
+/// Cut a sorted list of distinct fd numbers into runs of consecutive numbers (index ranges).
+fn consecutive_runs(fds: &[i32]) -> Vec<std::ops::Range<usize>> {
+    let mut runs = Vec::new();
+    let mut start = 0;
+    for i in 1..=fds.len() {
+        if i == fds.len() || fds[i] != fds[i - 1] + 1 {
+            runs.push(start..i);
+            start = i;
+        }
+    }
+    runs
 }
 
 fn op_text(op: Op) -> String {
@@ -816,6 +963,18 @@ mod tests {
             abi: Some(abi),
             sc,
         }
+    }
+
+    #[test]
+    fn runs_of_consecutive_fds() {
+        assert_eq!(consecutive_runs(&[]), Vec::<std::ops::Range<usize>>::new());
+        assert_eq!(consecutive_runs(&[7]), vec![0..1]);
+        // 15 missing (not planned, or its check failed): two runs around it.
+        assert_eq!(
+            consecutive_runs(&[10, 11, 12, 13, 14, 16, 17, 18, 19, 20]),
+            vec![0..5, 5..10]
+        );
+        assert_eq!(consecutive_runs(&[3, 5, 6, 9]), vec![0..1, 1..3, 3..4]);
     }
 
     #[test]

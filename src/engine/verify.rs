@@ -1,18 +1,98 @@
 //! Checking an fd right before we act on it and its effect right after, from /proc while the
 //! process is frozen.
 
-use std::os::unix::fs::MetadataExt;
+use nix::fcntl::AtFlags;
+use nix::sys::stat::{fstatat, SFlag};
+use std::os::fd::AsRawFd;
 
 /// What fd `fd` holds now in the fd table of thread `tid` of `pid` (the one our calls act on;
 /// /proc/PID/fd is empty once the leader has exited): (st_ino of the object, link text), `None`
-/// when not open.
+/// when not open. The plain way (stat and readlink by full path), kept to check [`FdTable`]
+/// against.
+#[cfg(test)]
 pub fn fd_object(pid: i32, tid: i32, fd: i32) -> Option<(u64, String)> {
+    use std::os::unix::fs::MetadataExt;
     let p = format!("/proc/{pid}/task/{tid}/fd/{fd}");
     let ino = std::fs::metadata(&p).ok()?.ino();
     let link = std::fs::read_link(&p)
         .map(|l| l.to_string_lossy().into_owned())
         .unwrap_or_else(|_| "?".into());
     Some((ino, link))
+}
+
+/// The fd table of thread `tid` of `pid`, opened once: each look-up is one `fstatat` relative to
+/// it rather than a walk of /proc/PID/task/TID/fd/N from the root (thousands of fds are checked
+/// twice each while the process is frozen). Falls back to full paths if the directory cannot be
+/// opened.
+pub struct FdTable {
+    pid: i32,
+    tid: i32,
+    dir: Option<std::fs::File>,
+}
+
+/// What an fd holds, as `stat` sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Held {
+    pub ino: u64,
+    pub socket: bool,
+}
+
+impl FdTable {
+    pub fn open(pid: i32, tid: i32) -> FdTable {
+        // The leader's table is also /proc/PID/fd, whose entries the resolver has just looked
+        // up: their dentries are cached there, which makes each look-up cheaper.
+        let path = if pid == tid {
+            format!("/proc/{pid}/fd")
+        } else {
+            format!("/proc/{pid}/task/{tid}/fd")
+        };
+        let dir = std::fs::File::open(path).ok();
+        FdTable { pid, tid, dir }
+    }
+
+    pub fn tid(&self) -> i32 {
+        self.tid
+    }
+
+    /// The object fd `fd` holds now (one `stat`, no `readlink`); `None` when not open.
+    pub fn held(&self, fd: i32) -> Option<Held> {
+        let st = match &self.dir {
+            Some(d) => fstatat(
+                Some(d.as_raw_fd()),
+                fd.to_string().as_str(),
+                AtFlags::empty(),
+            ),
+            None => nix::sys::stat::stat(
+                format!("/proc/{}/task/{}/fd/{fd}", self.pid, self.tid).as_str(),
+            ),
+        }
+        .ok()?;
+        Some(Held {
+            ino: st.st_ino,
+            socket: SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFSOCK,
+        })
+    }
+
+    /// The text /proc shows for the fd's link. A socket's is always `socket:[INODE]` (sockfs
+    /// names its inodes so), which saves a `readlink`; anything else is read.
+    pub fn link(&self, fd: i32, held: Held) -> String {
+        if held.socket {
+            return socket_link(held.ino);
+        }
+        let l = match &self.dir {
+            Some(d) => nix::fcntl::readlinkat(Some(d.as_raw_fd()), fd.to_string().as_str()),
+            None => nix::fcntl::readlink(
+                format!("/proc/{}/task/{}/fd/{fd}", self.pid, self.tid).as_str(),
+            ),
+        };
+        l.map(|l| l.to_string_lossy().into_owned())
+            .unwrap_or_else(|_| "?".into())
+    }
+}
+
+/// The link text of a socket fd (net/socket.c sockfs_dname).
+pub fn socket_link(ino: u64) -> String {
+    format!("socket:[{ino}]")
 }
 
 /// The TCP state number (include/net/tcp_states.h) of socket `inode` in a /proc/net/tcp{,6}
@@ -85,5 +165,35 @@ mod tests {
         let (ino, link) = fd_object(me, me, f.as_raw_fd()).unwrap();
         assert!(ino > 0 && link.ends_with("/stat"), "{link}");
         assert_eq!(fd_object(me, me, 1_000_000), None);
+    }
+
+    #[test]
+    fn fd_table_stats_without_readlink_for_sockets() {
+        use std::os::fd::AsRawFd;
+        let me = std::process::id() as i32;
+        let t = FdTable::open(me, me);
+        assert!(t.dir.is_some());
+        let f = std::fs::File::open("/proc/self/stat").unwrap();
+        let h = t.held(f.as_raw_fd()).unwrap();
+        assert!(!h.socket);
+        assert_eq!(
+            Some((h.ino, t.link(f.as_raw_fd(), h))),
+            fd_object(me, me, f.as_raw_fd())
+        );
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let h = t.held(s.as_raw_fd()).unwrap();
+        assert!(h.socket);
+        // The shortcut gives exactly what readlink would.
+        assert_eq!(
+            Some((h.ino, t.link(s.as_raw_fd(), h))),
+            fd_object(me, me, s.as_raw_fd())
+        );
+        assert_eq!(t.held(1_000_000), None);
+        let by_path = FdTable {
+            pid: me,
+            tid: me,
+            dir: None,
+        };
+        assert_eq!(by_path.held(s.as_raw_fd()), Some(h));
     }
 }
