@@ -9,7 +9,10 @@
 # The journal goes to the run's temp dir (same disk as /tmp; JOURNAL=path for lib elsewhere).
 # VIA=lib (default) drives the engine through examples/engine_bench.rs; VIA=cli through the
 # release binary (`fdclose --pid P --state close-wait --yes`); VIA=none skips the engine. GDB=0
-# skips gdb.
+# skips gdb. MODES="range per-fd" runs fdclose twice per size: as it is (runs of consecutive fds
+# closed with one close_range) and with FDCLOSE_NO_CLOSE_RANGE=1 (one close per fd: the figure for
+# leaks interleaved with live fds); default MODES=range. FDCLOSE_NO_CLOSE_RANGE=1 in the
+# environment also reaches fdclose (it is inherited).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
@@ -17,6 +20,7 @@ SIZES=("${@:-1000}")
 [ $# -eq 0 ] && SIZES=(1000 10000)
 VIA=${VIA:-lib}
 GDB=${GDB:-1}
+MODES=(${MODES:-range})
 WORK=$(mktemp -d /tmp/engine-bench.XXXXXX)
 PIDS=()
 cleanup() {
@@ -86,23 +90,30 @@ stop_target() {
     exec {TIN}>&-
 }
 
-echo "# $(date -u +%FT%TZ) $(uname -r) $(nproc) cpus, load average: $(cut -d' ' -f1-3 /proc/loadavg), VIA=$VIA"
-printf '%-8s %-7s %10s %14s %14s %6s\n' method fds wall_s max_pause_ms paused_ms left
+echo "# $(date -u +%FT%TZ) $(uname -r) $(nproc) cpus, load average: $(cut -d' ' -f1-3 /proc/loadavg), VIA=$VIA, commit $(git rev-parse --short HEAD 2>/dev/null || echo ?)${FDCLOSE_NO_CLOSE_RANGE:+, FDCLOSE_NO_CLOSE_RANGE=$FDCLOSE_NO_CLOSE_RANGE}"
+printf '%-15s %-7s %10s %14s %14s %6s\n' method fds wall_s max_pause_ms paused_ms left
 declare -A WALL
 for n in "${SIZES[@]}"; do
-    # --- fdclose engine ---
-    start_target "$n" "engine-$n"
-    t0=$(now)
-    "${ENGINE[@]}" "$TPID" >"$WORK/engine-$n.out" 2>&1 || { cat "$WORK/engine-$n.out"; exit 1; }
-    t1=$(now)
-    wall=$(echo "$t1 - $t0" | bc -l)
-    left=$(close_wait_count "$TPID")
-    WALL[engine-$n]=$wall
-    read -r gap stalled <<<"$(gap_of)"
-    printf '%-8s %-7s %10.3f %14.1f %14.1f %6s\n' fdclose "$n" "$wall" "$(echo "$gap/1000" | bc -l)" \
-        "$(echo "$stalled/1000" | bc -l)" "$left"
-    tail -2 "$WORK/engine-$n.out" | sed 's/^/    /'
-    stop_target
+    # --- fdclose engine, in each mode ---
+    for mode in "${MODES[@]}"; do
+        start_target "$n" "engine-$mode-$n"
+        t0=$(now)
+        if [ "$mode" = per-fd ]; then
+            FDCLOSE_NO_CLOSE_RANGE=1 "${ENGINE[@]}" "$TPID" >"$WORK/engine-$n.out" 2>&1 ||
+                { cat "$WORK/engine-$n.out"; exit 1; }
+        else
+            "${ENGINE[@]}" "$TPID" >"$WORK/engine-$n.out" 2>&1 || { cat "$WORK/engine-$n.out"; exit 1; }
+        fi
+        t1=$(now)
+        wall=$(echo "$t1 - $t0" | bc -l)
+        left=$(close_wait_count "$TPID")
+        WALL[$mode-$n]=$wall
+        read -r gap stalled <<<"$(gap_of)"
+        printf '%-15s %-7s %10.3f %14.1f %14.1f %6s\n' "fdclose/$mode" "$n" "$wall" \
+            "$(echo "$gap/1000" | bc -l)" "$(echo "$stalled/1000" | bc -l)" "$left"
+        tail -2 "$WORK/engine-$n.out" | sed 's/^/    /'
+        stop_target
+    done
 
     # --- gdb, one batch session ---
     [ "$GDB" = 1 ] || continue
@@ -127,12 +138,14 @@ for n in "${SIZES[@]}"; do
     left=$(close_wait_count "$TPID")
     WALL[gdb-$n]=$wall
     read -r gap stalled <<<"$(gap_of)"
-    printf '%-8s %-7s %10.3f %14.1f %14.1f %6s\n' gdb "$n" "$wall" "$(echo "$gap/1000" | bc -l)" \
+    printf '%-15s %-7s %10.3f %14.1f %14.1f %6s\n' gdb "$n" "$wall" "$(echo "$gap/1000" | bc -l)" \
         "$(echo "$stalled/1000" | bc -l)" "$left"
     stop_target
 done
 for n in "${SIZES[@]}"; do
-    if [ -n "${WALL[gdb-$n]:-}" ]; then
-        printf 'speedup at %s fds: %.0fx\n' "$n" "$(echo "${WALL[gdb-$n]} / ${WALL[engine-$n]}" | bc -l)"
-    fi
+    [ -n "${WALL[gdb-$n]:-}" ] || continue
+    for mode in "${MODES[@]}"; do
+        printf 'speedup at %s fds (%s): %.0fx\n' "$n" "$mode" \
+            "$(echo "${WALL[gdb-$n]} / ${WALL[$mode-$n]}" | bc -l)"
+    done
 done
