@@ -91,6 +91,9 @@ stop_target() {
 }
 
 echo "# $(date -u +%FT%TZ) $(uname -r) $(nproc) cpus, load average: $(cut -d' ' -f1-3 /proc/loadavg), VIA=$VIA, commit $(git rev-parse --short HEAD 2>/dev/null || echo ?)${FDCLOSE_NO_CLOSE_RANGE:+, FDCLOSE_NO_CLOSE_RANGE=$FDCLOSE_NO_CLOSE_RANGE}"
+# sock_diag (fdclose's resolver) walks the kernel's whole TCP hash, every namespace's sockets and
+# the TIME-WAIT ones earlier runs left for 60 s included: say how full it is.
+echo "# kernel $(ss -s | grep '^TCP:')"
 printf '%-15s %-7s %10s %14s %14s %6s\n' method fds wall_s max_pause_ms paused_ms left
 declare -A WALL
 for n in "${SIZES[@]}"; do
