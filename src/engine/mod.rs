@@ -306,6 +306,9 @@ pub fn operate(
         signals_blocked: inj.signals_blocked(),
         seccomp: st.seccomp == 2,
     });
+    // On disk at once, on its own: the mask is already replaced, and if fdclose were killed now
+    // this record is what tells how to give the thread its own back.
+    journal.record(&attach)?;
     let mut run = Run {
         pid,
         seccomp: st.seccomp == 2,
@@ -313,8 +316,7 @@ pub fn operate(
         fds: verify::FdTable::open(pid, tid),
         frozen: opts.freeze,
         close_range: !opts.no_close_range && std::env::var_os(NO_CLOSE_RANGE_ENV).is_none(),
-        // On disk with the first batch's `before` records, before the first change.
-        pending: vec![attach],
+        pending: Vec::new(),
         stop: None,
     };
     let outcomes = run.all(&mut inj, surgeries, refusal.as_deref());
