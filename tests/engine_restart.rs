@@ -206,7 +206,11 @@ matrix! {
 }
 
 fn leaker(args: &[&str]) -> (Fixture, Vec<(i32, u64)>) {
-    let mut fx = spawn_interactive(Command::new(build_fixture("rt_leaker", false)).args(args));
+    leaker_for(false, args)
+}
+
+fn leaker_for(m32: bool, args: &[&str]) -> (Fixture, Vec<(i32, u64)>) {
+    let mut fx = spawn_interactive(Command::new(build_fixture("rt_leaker", m32)).args(args));
     let leaked = fx.expect_line("LEAKED");
     fx.expect_line("READY");
     let pid = fx.pid();
@@ -263,6 +267,69 @@ fn prestopped_process_stays_stopped() {
     );
     assert!(d.fdgone);
     assert!(d.elapsed_ms >= 1000.0);
+}
+
+/// The same with 20 worker threads: every thread is still group-stopped after the surgery, none
+/// runs until SIGCONT, and then all of them work on with untouched calls.
+#[test]
+fn prestopped_threaded_process_stays_stopped() {
+    let (mut fx, fds) = leaker(&["-n", "5", "-t", "20"]);
+    let pid = fx.pid();
+    let counts = |fx: &mut Fixture| -> (String, Vec<u64>) {
+        let line = fx.ask("counts", "COUNTS");
+        let bad = line.split_whitespace().next().unwrap().to_string();
+        let c = line
+            .split_whitespace()
+            .skip(3)
+            .map(|w| w.parse().unwrap())
+            .collect();
+        (bad, c)
+    };
+    wait_for("every worker counted once", Duration::from_secs(20), || {
+        counts(&mut fx).1.iter().all(|&c| c > 0)
+    });
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+    let tasks: Vec<i32> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().parse().unwrap())
+        .collect();
+    let stopped = |tid: i32| {
+        std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat"))
+            .ok()
+            .and_then(|s| {
+                s.rsplit_once(')')
+                    .map(|(_, r)| r.trim_start().starts_with('T'))
+            })
+            .unwrap_or(false)
+    };
+    wait_for(
+        "every thread group-stopped",
+        Duration::from_secs(10),
+        || tasks.iter().all(|&t| stopped(t)),
+    );
+
+    let outcomes = operate_ok(pid, surgeries(&fds, || Op::Close));
+    assert_all_done(&outcomes);
+    for &(fd, _) in &fds {
+        assert_eq!(fd_inode(pid, fd), None, "fd {fd} closed");
+    }
+    assert_eq!(status_field(pid, "TracerPid").as_deref(), Some("0"));
+    for &t in &tasks {
+        assert!(stopped(t), "thread {t} still stopped after surgery");
+    }
+    assert!(status_field(pid, "State")
+        .unwrap()
+        .starts_with("T (stopped)"));
+
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0);
+    let (_, before) = counts(&mut fx);
+    wait_for(
+        "every worker counting again",
+        Duration::from_secs(20),
+        || counts(&mut fx).1.iter().zip(&before).all(|(n, b)| n > b),
+    );
+    let (bad, _) = counts(&mut fx);
+    assert_eq!(bad, "bad=0", "calls completed untouched after the stop");
 }
 
 /// A target killed while the engine works through many fds: operate returns (an error or Gone /
@@ -384,12 +451,29 @@ fn reused_fd_number_is_left_alone() {
 
 /// After operate, the journal holds the injection thread's saved registers and signal mask
 /// (attach), then a before and an after entry for every fd, in that order, and a detach that says
-/// the registers were restored.
+/// the registers were restored. The fixture's only thread sits in read(2) on stdin, so the saved
+/// orig_rax / orig_eax must be read's number: the registers are the interrupted call's.
 #[test]
 fn journal_records_before_and_after_with_registers() {
+    journal_case(false);
+}
+
+#[test]
+fn journal_records_before_and_after_with_registers_i386() {
+    journal_case(true);
+}
+
+fn journal_case(m32: bool) {
     use fdclose::journal::{Entry, Event};
-    let (mut fx, fds) = leaker(&["-n", "3"]);
+    let (mut fx, fds) = leaker_for(m32, &["-n", "3"]);
     let pid = fx.pid();
+    // read: x86_64 0, i386 3.
+    let read_nr: i64 = if m32 { 3 } else { libc::SYS_read };
+    wait_for(
+        "main thread blocked in read(stdin)",
+        Duration::from_secs(10),
+        || blocked_syscall(pid, pid) == Some(read_nr),
+    );
     let (r, path) = operate_within(
         pid,
         surgeries(&fds, || Op::Close),
@@ -408,25 +492,34 @@ fn journal_records_before_and_after_with_registers() {
         .iter()
         .position(|e| matches!(&e.event, Event::Attach { pid: p, .. } if *p == pid))
         .unwrap_or_else(|| panic!("no attach entry for pid {pid}: {text}"));
-    let Event::Attach { regs, sigmask, .. } = &entries[attach].event else {
+    let Event::Attach {
+        regs, sigmask, abi, ..
+    } = &entries[attach].event
+    else {
         unreachable!()
     };
-    let names: Vec<&str> = regs.iter().map(|r| r.name.as_str()).collect();
-    for want in ["rip", "rsp", "rax", "orig_rax"] {
-        assert!(names.contains(&want), "saved register {want} in {names:?}");
-    }
-    for r in regs {
-        assert!(
-            r.value.starts_with("0x") && u64::from_str_radix(&r.value[2..], 16).is_ok(),
-            "register {} = {:?} is hex",
-            r.name,
-            r.value
-        );
-    }
-    let rip = &regs.iter().find(|r| r.name == "rip").unwrap().value;
-    assert_ne!(rip, "0x0", "a real instruction pointer was saved");
+    let (want_abi, ip, sp, orig) = if m32 {
+        ("i386", "eip", "esp", "orig_eax")
+    } else {
+        ("x86_64", "rip", "rsp", "orig_rax")
+    };
+    assert_eq!(abi, want_abi);
+    let reg = |name: &str| -> u64 {
+        let r = regs
+            .iter()
+            .find(|r| r.name == name)
+            .unwrap_or_else(|| panic!("saved register {name} missing: {regs:?}"));
+        let hex = r.value.strip_prefix("0x").expect("hex register value");
+        u64::from_str_radix(hex, 16).unwrap()
+    };
+    assert_ne!(reg(ip), 0, "a real instruction pointer was saved");
+    assert_ne!(reg(sp), 0, "a real stack pointer was saved");
+    assert_eq!(
+        reg(orig) as i64,
+        read_nr,
+        "saved {orig} is the interrupted read(2)"
+    );
     assert!(sigmask.starts_with("0x"), "signal mask saved: {sigmask}");
-
     for &(fd, ino) in &fds {
         let before = entries.iter().position(|e| {
             matches!(&e.event, Event::Before { fd: f, inode, action, .. }
