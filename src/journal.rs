@@ -255,7 +255,7 @@ mod tests {
             j.record(&attach).unwrap();
         }
         let mut j = Journal::open(Some(&path)).unwrap();
-        j.record_all(&[before.clone()]).unwrap();
+        j.record_all(std::slice::from_ref(&before)).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 2, "appended, never truncated: {text}");

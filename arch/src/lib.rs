@@ -375,6 +375,8 @@ mod tests {
 
     /// The native table agrees with the C library's numbers.
     #[test]
+    // c_long is i32 on 32-bit hosts: the conversion is needed there.
+    #[allow(clippy::useless_conversion)]
     fn native_numbers_match_libc() {
         let pairs: &[(Sys, libc::c_long)] = &[
             (Sys::Close, libc::SYS_close),
@@ -397,10 +399,10 @@ mod tests {
             (Sys::RtSigtimedwait, libc::SYS_rt_sigtimedwait),
         ];
         for (sys, n) in pairs {
-            assert_eq!(Native::nr(*sys), Some(*n as i64), "{sys:?}");
+            assert_eq!(Native::nr(*sys), Some(i64::from(*n)), "{sys:?}");
         }
         #[cfg(target_pointer_width = "64")]
-        assert_eq!(Native::nr(Sys::Fcntl), Some(libc::SYS_fcntl as i64));
+        assert_eq!(Native::nr(Sys::Fcntl), Some(i64::from(libc::SYS_fcntl)));
     }
 
     /// Every ABI's numbers agree with the kernel UAPI headers installed on this machine

@@ -21,7 +21,7 @@ pub fn find_pattern(bytes: &[u8], base: u64, pat: &[u8], align: usize) -> Option
         return None;
     }
     (0..=bytes.len() - pat.len())
-        .filter(|i| (base + *i as u64) % align as u64 == 0)
+        .filter(|i| (base + *i as u64).is_multiple_of(align as u64))
         .find(|&i| &bytes[i..i + pat.len()] == pat)
 }
 

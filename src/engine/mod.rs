@@ -260,11 +260,12 @@ pub fn operate(
     if abi == AbiKind::I386 && surgeries.iter().any(|s| s.op != Op::Close) {
         let (maj, min, _) = procfs::kernel_release().unwrap_or((0, 0, 0));
         if !fdclose_arch::i386::direct_socket_calls(maj, min) {
-            refusal = Some(format!(
+            refusal = Some(
                 "shutdown and replace in a 32-bit program need Linux 4.3 or later (this kernel \
                  has only socketcall, whose arguments would have to be written into the \
                  program's memory); close works"
-            ));
+                    .to_string(),
+            );
         }
     }
     let insn = insn::find(pid, abi)?;

@@ -192,7 +192,12 @@ pub fn build_fixture(name: &str, m32: bool) -> PathBuf {
         _ => false,
     };
     if !fresh {
-        let tmp = out.with_extension(format!("tmp{}", std::process::id()));
+        // Unique per thread too: the tests of one binary build the same fixture in parallel.
+        let tmp = out.with_extension(format!(
+            "tmp{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
         let mut gcc = Command::new("gcc");
         gcc.args(["-O1", "-g", "-Wall", "-pthread", "-m32", "-o"])
             .arg(&tmp)
