@@ -180,6 +180,10 @@ impl Fixture {
 /// the biarch kernel headers explicitly: installing Debian's cross compilers removes gcc-multilib
 /// and with it the /usr/include/asm link that `-m32` builds otherwise rely on.
 pub fn build_fixture(name: &str, m32: bool) -> PathBuf {
+    // One build at a time per test binary: a dozen parallel tests compiling the same fixture at
+    // once starve the live tests already running (their timing windows are a few seconds).
+    static BUILD: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = BUILD.lock().unwrap_or_else(|e| e.into_inner());
     if !m32 {
         return build_c_fixture(name, &[]);
     }
