@@ -14,7 +14,7 @@ use super::tracee::{self, Stop, TraceeState, WaitError};
 use super::EngineError;
 use fdclose_arch::{AbiKind, AnyRegs, Sys};
 use nix::errno::Errno;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Every signal but SIGKILL and SIGSTOP, which cannot be blocked (bit n-1 is signal n).
 pub const ALL_BLOCKABLE: u64 = !((1 << (libc::SIGKILL - 1)) | (1 << (libc::SIGSTOP - 1)));
@@ -87,8 +87,23 @@ pub struct Injector {
     /// Signals that arrived for the program while we worked (only SIGSTOP can, with the mask
     /// blocked; any, in the fallback): re-sent after the registers are back.
     held: Vec<libc::siginfo_t>,
+    /// Held signals the kernel would not queue again yet (EAGAIN).
+    unsent: Vec<libc::siginfo_t>,
     /// Signals our own calls caused (seccomp SIGSYS, faults), suppressed.
     pub caused: Vec<i32>,
+}
+
+/// Re-send held signals that found the queue full, until it takes them or `limit` passes.
+/// Returns how many could not be sent.
+pub fn resend(pid: i32, tid: i32, mut sigs: Vec<libc::siginfo_t>, limit: Duration) -> usize {
+    let end = Instant::now() + limit;
+    while !sigs.is_empty() && Instant::now() < end {
+        sigs.retain(|si| tracee::redeliver(pid, tid, si) == Err(Errno::EAGAIN));
+        if !sigs.is_empty() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    sigs.len()
 }
 
 impl Injector {
@@ -120,6 +135,7 @@ impl Injector {
             state: TraceeState::Interrupted,
             limit,
             held: Vec::new(),
+            unsent: Vec::new(),
             caused: Vec::new(),
         };
         if !no_setsigmask {
@@ -228,14 +244,20 @@ impl Injector {
             Resume::Cont => tracee::cont(tid, 0),
         };
         go(self.tid).map_err(|e| self.perr("resume", e))?;
+        self.state = TraceeState::Running;
+        // One deadline for the whole wait, however many other stops come first: a storm of
+        // signals (fallback mode) must not keep us here forever.
+        let mut end = Instant::now() + self.limit;
         let mut interrupted = false;
         loop {
-            let stop = match tracee::wait_stop(self.tid, self.limit) {
+            let left = end.saturating_duration_since(Instant::now());
+            let stop = match tracee::wait_stop(self.tid, left) {
                 Ok(s) => s,
                 Err(WaitError::Timeout) if !interrupted && want == Want::SyscallStop => {
                     // Our call blocks (close() of a lingering socket...): interrupt it; it
                     // returns -ERESTART* or EINTR and we see its exit stop.
                     interrupted = true;
+                    end = Instant::now() + self.limit;
                     tracee::interrupt(self.tid).map_err(|e| self.perr("interrupt", e))?;
                     continue;
                 }
@@ -253,7 +275,11 @@ impl Injector {
                 }
             };
             match react(want, stop) {
-                Reaction::Arrived => return Ok(()),
+                Reaction::Arrived => {
+                    // The caller names syscall stops (entry or exit); an event stop is ours.
+                    self.state = TraceeState::Interrupted;
+                    return Ok(());
+                }
                 Reaction::ResumeAgain => {}
                 Reaction::HoldSignal(sig) => self.hold(sig),
                 Reaction::Gone => {
@@ -326,15 +352,20 @@ impl Injector {
         }
         self.state = TraceeState::Restored;
         for si in std::mem::take(&mut self.held) {
-            // It becomes pending again and is delivered once we detach.
-            let _ = tracee::redeliver(self.pid, self.tid, &si);
+            // It becomes pending again and is delivered once we detach. A full queue (EAGAIN)
+            // is retried by the caller after detaching, when the program drains it.
+            if tracee::redeliver(self.pid, self.tid, &si) == Err(Errno::EAGAIN) {
+                self.unsent.push(si);
+            }
         }
         Ok(())
     }
 
     fn wait_event(&mut self, what: &str) -> Result<(), EngineError> {
+        let end = Instant::now() + self.limit;
         loop {
-            match tracee::wait_stop(self.tid, self.limit) {
+            let left = end.saturating_duration_since(Instant::now());
+            match tracee::wait_stop(self.tid, left) {
                 Ok(s) => match react(Want::EventStop, s) {
                     Reaction::Arrived => {
                         self.state = TraceeState::Interrupted;
@@ -365,8 +396,11 @@ impl Injector {
     }
 
     /// Restore and report how that went. The thread stays in its event stop for detaching.
-    pub fn finish(mut self) -> Result<(), EngineError> {
-        self.restore()
+    /// Returns the held signals that could not be re-sent yet (queue full): send them with
+    /// [`resend`] once the thread runs again.
+    pub fn finish(mut self) -> Result<Vec<libc::siginfo_t>, EngineError> {
+        self.restore()?;
+        Ok(std::mem::take(&mut self.unsent))
     }
 }
 

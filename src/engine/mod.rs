@@ -309,7 +309,7 @@ pub fn operate(
     let exited = matches!(run.stop, Some(Halt::Exited(_)));
     let restored = if exited {
         drop(inj);
-        Ok(())
+        Ok(Vec::new())
     } else {
         inj.finish()
     };
@@ -320,11 +320,20 @@ pub fn operate(
     } else {
         frozen.release()
     };
+    let unsent = match &restored {
+        Ok(rest) if !rest.is_empty() => inject::resend(pid, tid, rest.clone(), opts.wait_limit),
+        _ => 0,
+    };
     let error = restored
         .as_ref()
         .err()
         .or(released.as_ref().err())
-        .map(|e| e.to_string());
+        .map(|e| e.to_string())
+        .or_else(|| {
+            (unsent > 0).then(|| {
+                format!("{unsent} signals held back during the surgery could not be re-sent (queue full)")
+            })
+        });
     run.pending.push(Entry::new(Event::Detach {
         pid,
         tid,
@@ -712,42 +721,117 @@ fn pick_thread(
         let (a, b, c) = procfs::kernel_release().unwrap_or((0, 0, 0));
         !fdclose_arch::riscv64::restart_fixed(a, b, c)
     };
+    let candidates: Vec<Candidate> = frozen
+        .live()
+        .filter(|&tid| opts.tid.is_none_or(|t| t == tid))
+        .filter_map(|tid| {
+            let abi = match tracee::get_regs(tid) {
+                Ok(r) => Some(r.kind()),
+                Err(nix::errno::Errno::ENOEXEC) => None,
+                Err(_) => return None, // gone meanwhile
+            };
+            let sc = procfs::task_syscall(pid, tid).unwrap_or(TaskSyscall::NotInSyscall);
+            Some(Candidate { tid, abi, sc })
+        })
+        .collect();
+    choose_thread(&candidates, riscv_buggy).map_err(|what| EngineError::Unsupported { pid, what })
+}
+
+/// A stopped thread we could inject through: its ABI (`None`: one fdclose does not support) and
+/// what it was doing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Candidate {
+    tid: i32,
+    abi: Option<AbiKind>,
+    sc: TaskSyscall,
+}
+
+/// The best injection thread (highest rank, lowest tid on ties), or why there is none.
+fn choose_thread(
+    candidates: &[Candidate],
+    riscv_buggy: bool,
+) -> Result<(i32, AbiKind, TaskSyscall), String> {
     let mut best: Option<(u8, i32, AbiKind, TaskSyscall)> = None;
     let mut why_not = Vec::new();
-    for tid in frozen.live() {
-        if opts.tid.is_some_and(|t| t != tid) {
-            continue;
-        }
-        let abi = match tracee::get_regs(tid) {
-            Ok(r) => r.kind(),
-            Err(nix::errno::Errno::ENOEXEC) => {
-                why_not.push(format!("thread {tid} has an ABI fdclose does not support"));
-                continue;
-            }
-            Err(_) => continue,
-        };
-        let sc = procfs::task_syscall(pid, tid).unwrap_or(TaskSyscall::NotInSyscall);
-        if abi == AbiKind::Riscv64 && riscv_buggy && matches!(sc, TaskSyscall::In { .. }) {
+    for c in candidates {
+        let Some(abi) = c.abi else {
             why_not.push(format!(
-                "thread {tid} is inside a system call and this riscv64 kernel predates the \
-                 restart fix (commit ce4f78f1b53d): injecting would leak errno 512 to it"
+                "thread {} has an ABI fdclose does not support",
+                c.tid
+            ));
+            continue;
+        };
+        if abi == AbiKind::Riscv64 && riscv_buggy && matches!(c.sc, TaskSyscall::In { .. }) {
+            why_not.push(format!(
+                "thread {} is inside a system call and this riscv64 kernel predates the \
+                 restart fix (commit ce4f78f1b53d, v6.9): injecting would leak errno 512 to it",
+                c.tid
             ));
             continue;
         }
-        let rank = sc.injection_rank(abi);
+        let rank = c.sc.injection_rank(abi);
         if best.as_ref().is_none_or(|b| rank > b.0) {
-            best = Some((rank, tid, abi, sc));
+            best = Some((rank, c.tid, abi, c.sc));
         }
     }
     match best {
         Some((_, tid, abi, sc)) => Ok((tid, abi, sc)),
-        None => Err(EngineError::Unsupported {
-            pid,
-            what: if why_not.is_empty() {
-                "no thread of it could be stopped".into()
-            } else {
-                why_not.join("; ")
-            },
-        }),
+        None if why_not.is_empty() => Err("no thread of it could be stopped".into()),
+        None => Err(why_not.join("; ")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c(tid: i32, abi: AbiKind, sc: TaskSyscall) -> Candidate {
+        Candidate {
+            tid,
+            abi: Some(abi),
+            sc,
+        }
+    }
+
+    #[test]
+    fn restartable_waiter_beats_epoll_and_running() {
+        let x = AbiKind::X86_64;
+        let threads = [
+            c(10, x, TaskSyscall::In { nr: 232 }), // epoll_wait
+            c(11, x, TaskSyscall::Running),
+            c(12, x, TaskSyscall::In { nr: 202 }), // futex
+            c(13, x, TaskSyscall::In { nr: 0 }),   // read
+        ];
+        assert_eq!(choose_thread(&threads, false).unwrap().0, 12);
+        assert_eq!(choose_thread(&threads[..2], false).unwrap().0, 11);
+        assert_eq!(
+            choose_thread(&threads[..1], false).unwrap().0,
+            10,
+            "epoll as a last resort"
+        );
+    }
+
+    #[test]
+    fn riscv_without_the_fix_avoids_threads_in_a_call() {
+        let r = AbiKind::Riscv64;
+        let threads = [
+            c(20, r, TaskSyscall::In { nr: 98 }),
+            c(21, r, TaskSyscall::NotInSyscall),
+        ];
+        assert_eq!(choose_thread(&threads, true).unwrap().0, 21);
+        assert_eq!(choose_thread(&threads, false).unwrap().0, 20);
+        let e = choose_thread(&threads[..1], true).unwrap_err();
+        assert!(e.contains("errno 512") && e.contains("thread 20"), "{e}");
+    }
+
+    #[test]
+    fn unsupported_abi_is_named() {
+        let t = [Candidate {
+            tid: 30,
+            abi: None,
+            sc: TaskSyscall::Running,
+        }];
+        assert!(choose_thread(&t, false).unwrap_err().contains("thread 30"));
+        assert!(choose_thread(&[], false).is_err());
     }
 }
