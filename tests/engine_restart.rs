@@ -439,6 +439,70 @@ fn kill_during_surgery(when: Moment) -> bool {
     }
 }
 
+/// close, shutdown and replace in one attach, on x86_64 and i386 programs (each ABI has its own
+/// numbers for socket, shutdown and dup3): the closed fd is gone, the shut-down one keeps its
+/// socket but leaves CLOSE_WAIT, the replaced one keeps its number on a different socket.
+fn three_ops(m32: bool) {
+    let (mut fx, fds) = leaker_for(m32, &["-n", "3"]);
+    let pid = fx.pid();
+    let [(fc, ic), (fs, is), (fr, ir)] = fds[..] else {
+        panic!("3 fds")
+    };
+    let outcomes = operate_ok(
+        pid,
+        vec![
+            close(fc, ic),
+            fdclose::engine::Surgery {
+                fd: fs,
+                expect_ino: is,
+                op: Op::Shutdown(fdclose::plan::How::Rdwr),
+            },
+            fdclose::engine::Surgery {
+                fd: fr,
+                expect_ino: ir,
+                op: Op::Replace,
+            },
+        ],
+    );
+    assert_all_done(&outcomes);
+    assert_eq!(fd_inode(pid, fc), None, "closed fd {fc} gone");
+    assert_eq!(
+        fd_inode(pid, fs),
+        Some(is),
+        "shut-down fd {fs} keeps its socket"
+    );
+    let now = fd_inode(pid, fr).expect("replaced fd keeps its number");
+    assert_ne!(now, ir, "replaced fd {fr} holds another socket");
+    // Both connections are released: our FIN went out, neither socket is in CLOSE_WAIT any more.
+    wait_for(
+        "shut-down and replaced sockets leave CLOSE_WAIT",
+        Duration::from_secs(10),
+        || {
+            let cw = tcp_inodes_in_state(pid, "08");
+            !cw.contains(&is) && !cw.contains(&ir)
+        },
+    );
+    // The program sees the same from inside.
+    assert_eq!(
+        fx.ask(&format!("check {fc}"), "CHECK"),
+        format!("{fc} open=0 ino=0")
+    );
+    assert_eq!(
+        fx.ask(&format!("check {fr}"), "CHECK"),
+        format!("{fr} open=1 ino={now}")
+    );
+}
+
+#[test]
+fn close_shutdown_replace_x86_64() {
+    three_ops(false);
+}
+
+#[test]
+fn close_shutdown_replace_i386() {
+    three_ops(true);
+}
+
 /// The fd number was closed and reused between plan and act: the engine must see the inode
 /// changed, say so, and leave the new object alone.
 #[test]
