@@ -125,8 +125,7 @@ fn blocked_case(mode: &str, m32: bool) {
         "read" => feed.as_mut().unwrap().write_all(b"hello").unwrap(),
         "accept" => drop(TcpStream::connect(("127.0.0.1", arg as u16)).unwrap()),
         "wait4" => {
-            // SAFETY: kill(2) has no memory-safety preconditions.
-            assert_eq!(unsafe { libc::kill(arg as i32, libc::SIGTERM) }, 0);
+            assert!(send_signal(arg as i32, libc::SIGTERM));
         }
         _ => {}
     }
@@ -244,7 +243,7 @@ fn prestopped_process_stays_stopped() {
     wait_for("blocked in nanosleep", Duration::from_secs(10), || {
         blocked_syscall(pid, pid) == Some(f[2])
     });
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+    assert!(send_signal(pid, libc::SIGSTOP));
     wait_for("group stop (State T)", Duration::from_secs(10), || {
         proc_state(pid) == Some('T')
     });
@@ -262,7 +261,7 @@ fn prestopped_process_stays_stopped() {
         status_field(pid, "State")
     );
 
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0);
+    assert!(send_signal(pid, libc::SIGCONT));
     let d = parse_done(&fx.expect_line("DONE nanosleep"));
     assert_eq!(
         (d.ret, d.errno),
@@ -292,7 +291,7 @@ fn prestopped_threaded_process_stays_stopped() {
     wait_for("every worker counted once", Duration::from_secs(20), || {
         counts(&mut fx).1.iter().all(|&c| c > 0)
     });
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+    assert!(send_signal(pid, libc::SIGSTOP));
     let tasks: Vec<i32> = std::fs::read_dir(format!("/proc/{pid}/task"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().parse().unwrap())
@@ -325,7 +324,7 @@ fn prestopped_threaded_process_stays_stopped() {
         .unwrap()
         .starts_with("T (stopped)"));
 
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0);
+    assert!(send_signal(pid, libc::SIGCONT));
     let (_, before) = counts(&mut fx);
     wait_for(
         "every worker counting again",
@@ -383,8 +382,7 @@ fn kill_during_surgery(when: Moment) -> bool {
             }
             std::hint::spin_loop();
         }
-        // SAFETY: kill(2) has no memory-safety preconditions.
-        unsafe { libc::kill(pid, libc::SIGKILL) == 0 }
+        send_signal(pid, libc::SIGKILL)
     });
     let started = Instant::now();
     let (r, _) = operate_within(

@@ -193,10 +193,16 @@ fn java_server_survives_close_wait_cleanup() {
     server_survives_close_wait_cleanup(java_server());
 }
 
-/// shutdown: the peer sees EOF while the server's fd stays open on the same socket.
+/// shutdown: the peer sees EOF while the server's fd stays open on the same socket; the server's
+/// thread blocked reading that connection wakes up and the server goes on serving.
 #[test]
 fn shutdown_ends_connection_keeps_fd() {
-    let mut fx = python_server();
+    for fx in [python_server(), java_server()] {
+        shutdown_case(fx);
+    }
+}
+
+fn shutdown_case(mut fx: Fixture) {
     let pid = fx.pid();
     let port: u16 = fx.expect_line("PORT").parse().unwrap();
     let mut victim = Client::connect(port);
