@@ -501,6 +501,45 @@ fn close_shutdown_replace_i386() {
     three_ops(true);
 }
 
+/// A hardened program whose seccomp filter fails close(2) with EPERM: each fd is reported Failed
+/// with EPERM and a word about seccomp, stays open, and the program runs on unharmed.
+fn seccomp_refusal(m32: bool) {
+    let (mut fx, fds) = leaker_for(m32, &["-n", "2", "-S"]);
+    let pid = fx.pid();
+    assert_eq!(status_field(pid, "Seccomp").as_deref(), Some("2"));
+    let outcomes = operate_ok(pid, surgeries(&fds, || Op::Close));
+    for (o, &(fd, ino)) in outcomes.iter().zip(&fds) {
+        match o {
+            Outcome::Failed { error, errno } => {
+                assert_eq!(*errno, Some(libc::EPERM), "fd {fd}: {error}");
+                assert!(
+                    error.contains("seccomp"),
+                    "fd {fd}: the error names seccomp: {error}"
+                );
+            }
+            other => panic!("fd {fd}: close refused by seccomp must be Failed, got {other:?}"),
+        }
+        assert_eq!(fd_inode(pid, fd), Some(ino), "fd {fd} untouched");
+    }
+    assert_eq!(status_field(pid, "TracerPid").as_deref(), Some("0"));
+    assert_eq!(fx.ask("ping", "PONG"), "", "the program runs on");
+    let (fd, ino) = fds[0];
+    assert_eq!(
+        fx.ask(&format!("check {fd}"), "CHECK"),
+        format!("{fd} open=1 ino={ino}")
+    );
+}
+
+#[test]
+fn seccomp_refusal_x86_64() {
+    seccomp_refusal(false);
+}
+
+#[test]
+fn seccomp_refusal_i386() {
+    seccomp_refusal(true);
+}
+
 /// The fd number was closed and reused between plan and act: the engine must see the inode
 /// changed, say so, and leave the new object alone.
 #[test]
