@@ -540,6 +540,42 @@ fn seccomp_refusal_i386() {
     seccomp_refusal(true);
 }
 
+/// A process already traced (strace attached) cannot be seized: operate refuses with the tracer's
+/// pid, changes nothing, and the process runs on once strace lets go.
+#[test]
+fn already_traced_target_is_refused() {
+    let (mut fx, fds) = leaker(&["-n", "2"]);
+    let pid = fx.pid();
+    let strace = Fixture::spawn(
+        Command::new("strace")
+            .args(["-o", "/dev/null", "-p"])
+            .arg(pid.to_string()),
+    );
+    wait_for("strace attached", Duration::from_secs(10), || {
+        status_field(pid, "TracerPid").is_some_and(|t| t != "0")
+    });
+    let tracer = status_field(pid, "TracerPid").unwrap();
+    let (r, _) = operate_within(
+        pid,
+        surgeries(&fds, || Op::Close),
+        EngineOptions::default(),
+        OPERATE_LIMIT,
+    );
+    let e = r.expect_err("a traced process cannot be operated on");
+    assert!(
+        e.contains(&tracer),
+        "the error names the tracer {tracer}: {e}"
+    );
+    for &(fd, ino) in &fds {
+        assert_eq!(fd_inode(pid, fd), Some(ino), "fd {fd} untouched");
+    }
+    drop(strace);
+    wait_for("strace detached", Duration::from_secs(10), || {
+        status_field(pid, "TracerPid").as_deref() == Some("0")
+    });
+    assert_eq!(fx.ask("ping", "PONG"), "");
+}
+
 /// The fd number was closed and reused between plan and act: the engine must see the inode
 /// changed, say so, and leave the new object alone.
 #[test]
