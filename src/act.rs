@@ -4,7 +4,7 @@
 //! process through the ptrace engine, one attach per process for all of its fds.
 
 use crate::engine::{self, EngineError, EngineOptions, Op, Surgery};
-use crate::journal::Journal;
+use crate::journal::{Entry, Event, Journal};
 use crate::model::Match;
 use crate::plan::{Action, How, Outcome, Plan};
 use serde::Serialize;
@@ -106,6 +106,21 @@ fn failed(m: &Match, error: &str, errno: Option<i32>) -> StepResult {
     }
 }
 
+fn planned_entry(m: &Match, op: Op) -> Entry {
+    let sock = m.socket.as_ref();
+    Entry::new(Event::Planned {
+        pid: m.pid,
+        fd: m.fd.unwrap_or(-1),
+        inode: m.ino,
+        target: m.target.clone(),
+        action: op.name().into(),
+        proto: sock.map(|s| s.proto.name().to_string()),
+        local: sock.and_then(|s| s.local_display()).map(|a| a.to_string()),
+        peer: sock.and_then(|s| s.peer_display()).map(|a| a.to_string()),
+        state: sock.map(|s| s.state.name().to_string()),
+    })
+}
+
 /// The ptrace actions: one engine run per process, carrying all of that process's fds.
 fn by_ptrace(plan: &Plan, op: Op, opts: &ActOptions, journal: &mut Journal) -> Vec<StepResult> {
     let mut results: Vec<Option<StepResult>> = vec![None; plan.steps.len()];
@@ -144,7 +159,13 @@ fn by_ptrace(plan: &Plan, op: Op, opts: &ActOptions, journal: &mut Journal) -> V
                 op,
             })
             .collect();
+        // The connections as planned go to the journal first, so it names what each fd was.
+        let planned: Vec<Entry> = idx
+            .iter()
+            .map(|&i| planned_entry(&plan.steps[i], op))
+            .collect();
         let outcomes = engine::check_target(pid, &opts.engine)
+            .and_then(|()| journal.record_all(&planned).map_err(EngineError::from))
             .and_then(|()| engine::operate(pid, &surgeries, &opts.engine, journal));
         match outcomes {
             Ok(outs) if outs.len() == idx.len() => {

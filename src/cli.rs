@@ -57,7 +57,8 @@ pub struct Args {
     #[arg(long, value_name = "DURATION")]
     pub idle: Option<String>,
 
-    /// Select sockets owned by no fd (orphans, e.g. FIN-WAIT-1 holding Send-Q).
+    /// Select sockets owned by no fd (orphans, e.g. FIN-WAIT-1 holding Send-Q). Without --state:
+    /// the states where orphans hold queues (fin-wait-1, fin-wait-2, closing, last-ack).
     #[arg(long)]
     pub orphans: bool,
 
@@ -65,9 +66,10 @@ pub struct Args {
     #[arg(long, value_name = "PATH|PID")]
     pub netns: Option<String>,
 
-    /// What to do with each selected fd or socket.
-    #[arg(long, short = 'a', value_enum, default_value_t = ActionArg::Close)]
-    pub action: ActionArg,
+    /// What to do with each selected fd or socket [default: close; destroy with --orphans, which
+    /// have no fd].
+    #[arg(long, short = 'a', value_enum)]
+    pub action: Option<ActionArg>,
 
     /// For --action shutdown: which direction to shut.
     #[arg(long, value_enum, default_value_t = HowArg::Rdwr)]
@@ -159,6 +161,6 @@ mod tests {
         .unwrap();
         assert_eq!(a.pid, vec![1, 2]);
         assert_eq!(a.state, vec!["close-wait"]);
-        assert_eq!(a.action, ActionArg::Close);
+        assert_eq!(a.action, None);
     }
 }

@@ -25,6 +25,8 @@ pub enum ConfigError {
     HowWithoutShutdown,
     #[error("--netns only names where to look for --orphans: add --orphans or drop --netns")]
     NetnsWithoutOrphans,
+    #[error("orphans have no fd to {action}: only --action destroy reaches them (drop --action to get it)")]
+    OrphansNeedDestroy { action: &'static str },
 }
 
 /// How results are printed.
@@ -68,7 +70,21 @@ impl Config {
         if a.json && a.summary {
             return Err(ConfigError::JsonAndSummary);
         }
-        if a.how != HowArg::Rdwr && a.action != ActionArg::Shutdown {
+        let action_arg = match (a.action, a.orphans) {
+            (Some(ActionArg::Destroy), _) | (None, true) => ActionArg::Destroy,
+            (Some(other), true) => {
+                return Err(ConfigError::OrphansNeedDestroy {
+                    action: match other {
+                        ActionArg::Shutdown => "shut down",
+                        ActionArg::Replace => "replace",
+                        _ => "close",
+                    },
+                })
+            }
+            (Some(other), false) => other,
+            (None, false) => ActionArg::Close,
+        };
+        if a.how != HowArg::Rdwr && action_arg != ActionArg::Shutdown {
             return Err(ConfigError::HowWithoutShutdown);
         }
         if a.netns.is_some() && !a.orphans {
@@ -85,7 +101,7 @@ impl Config {
                 comms: a.comm.clone(),
             }
         };
-        let action = match a.action {
+        let action = match action_arg {
             ActionArg::Close => Action::Close,
             ActionArg::Shutdown => Action::Shutdown {
                 how: match a.how {
@@ -166,6 +182,20 @@ mod tests {
         assert!(q.orphans);
         assert_eq!(q.netns.as_deref(), Some("/run/netns/x"));
         assert_eq!(o.action, Action::Destroy);
+
+        // Orphans have no fd: destroy is their default, and the only action that reaches them.
+        let d = cfg(&["--orphans"]).unwrap();
+        assert_eq!(d.action, Action::Destroy);
+        let fw = (1 << 4) | (1 << 5) | (1 << 9) | (1 << 11);
+        assert_eq!(
+            d.query().state_mask,
+            fw,
+            "queue-holding orphan states by default"
+        );
+        assert_eq!(
+            cfg(&["--orphans", "-a", "close"]).unwrap_err(),
+            ConfigError::OrphansNeedDestroy { action: "close" }
+        );
     }
 
     #[test]

@@ -163,6 +163,19 @@ pub enum Event {
         signals_blocked: bool,
         seccomp: bool,
     },
+    /// A step about to be handed to the engine, with the connection as it was planned (the engine
+    /// itself knows fds and inodes, not addresses).
+    Planned {
+        pid: i32,
+        fd: i32,
+        inode: u64,
+        target: String,
+        action: String,
+        proto: Option<String>,
+        local: Option<String>,
+        peer: Option<String>,
+        state: Option<String>,
+    },
     /// About to change one fd.
     Before {
         pid: i32,

@@ -21,16 +21,41 @@ const NOTHING: u8 = 1;
 const ERROR: u8 = 2;
 
 fn main() -> ExitCode {
+    // Errors here are sentences for an operator, never worth a backtrace; with RUST_BACKTRACE=1
+    // eyre would capture one per error (seconds in a debug build). Panics still honour it.
+    // Set before any thread exists.
+    if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
+        std::env::set_var("RUST_LIB_BACKTRACE", "0");
+    }
     // Panics get color-eyre's report; ordinary errors are printed as one sentence below.
     let _ = color_eyre::install();
     let args = Args::parse();
     match run(&args) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("fdclose: error: {e:#}");
+            eprintln!("fdclose: error: {}", one_sentence(&e));
             ExitCode::from(ERROR)
         }
     }
+}
+
+/// The error and its causes, leaving out a cause the sentence already says (our errors spell out
+/// the errno text themselves: "permission denied", not "Permission denied (os error 13)").
+fn one_sentence(e: &color_eyre::Report) -> String {
+    let mut out = e.to_string();
+    for cause in e.chain().skip(1) {
+        let text = cause.to_string();
+        let bare = text
+            .split(" (os error")
+            .next()
+            .unwrap_or(&text)
+            .to_lowercase();
+        if !out.to_lowercase().contains(&bare) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+    }
+    out
 }
 
 fn run(args: &Args) -> Result<u8> {

@@ -189,6 +189,8 @@ pub struct Totals {
     /// Matches that are other kinds of fd (selected by --fd).
     pub other_fds: usize,
     pub processes: usize,
+    /// Matches no process holds (orphans: pid 0, no fd).
+    pub orphans: usize,
     pub recv_q: u64,
     pub send_q: u64,
 }
@@ -197,7 +199,11 @@ pub fn totals(matches: &[Match]) -> Totals {
     let mut t = Totals::default();
     let mut pids = BTreeSet::new();
     for m in matches {
-        pids.insert(m.pid);
+        if m.fd.is_none() && m.pid == 0 {
+            t.orphans += 1;
+        } else {
+            pids.insert(m.pid);
+        }
         match &m.socket {
             Some(s) => {
                 t.sockets += 1;
@@ -225,6 +231,16 @@ fn plural(n: usize, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
 }
 
+/// Where the matches are: "in 2 processes", "held by no process", or both.
+fn where_words(t: &Totals) -> String {
+    let procs = format!("in {}", plural(t.processes, "process", "processes"));
+    match (t.processes, t.orphans) {
+        (_, 0) => procs,
+        (0, _) => "held by no process".to_string(),
+        (_, o) => format!("{procs} ({o} held by no process)"),
+    }
+}
+
 /// One line under the table: how many, where, and the bytes stuck in queues.
 pub fn total_line(matches: &[Match]) -> String {
     let t = totals(matches);
@@ -236,8 +252,8 @@ pub fn total_line(matches: &[Match]) -> String {
         ));
     }
     format!(
-        "{s} in {}; recv-q {} bytes, send-q {} bytes{}",
-        plural(t.processes, "process", "processes"),
+        "{s} {}; recv-q {} bytes, send-q {} bytes{}",
+        where_words(&t),
         t.recv_q,
         t.send_q,
         orphan_mem_words(matches)
@@ -375,8 +391,9 @@ pub fn match_json(m: &Match) -> Value {
     match &m.socket {
         Some(s) => {
             o.insert("inode".into(), json!(s.inode));
-            o.insert("proto".into(), json!(s.proto));
-            o.insert("state".into(), json!(s.state));
+            // Names exactly as --proto and --state accept them, so output feeds back as input.
+            o.insert("proto".into(), json!(s.proto.name()));
+            o.insert("state".into(), json!(s.state.name()));
             o.insert(
                 "local".into(),
                 json!(s.local_display().map(|a| a.to_string())),
@@ -471,9 +488,9 @@ pub fn plan_text(plan: &Plan) -> String {
         ),
     };
     let mut out = format!(
-        "Plan: {} {what} in {}:\n",
+        "Plan: {} {what} {}:\n",
         action_words(plan.action),
-        plural(t.processes, "process", "processes")
+        where_words(&t)
     );
     out.push_str(&table(&plan.steps));
     out.push_str(&total_line(&plan.steps));
@@ -584,8 +601,8 @@ pub fn results_text(action: Action, results: &[(&Match, &Outcome)]) -> String {
     out
 }
 
-/// `3 done, 1 gone, 0 changed, 1 failed`.
-pub fn results_count_line<'a>(outcomes: impl Iterator<Item = &'a Outcome>) -> String {
+/// How many steps ended done, gone, changed, failed (in that order).
+fn outcome_counts<'a>(outcomes: impl Iterator<Item = &'a Outcome>) -> [usize; 4] {
     let mut n = [0usize; 4];
     for o in outcomes {
         let i = match o {
@@ -596,6 +613,12 @@ pub fn results_count_line<'a>(outcomes: impl Iterator<Item = &'a Outcome>) -> St
         };
         n[i] += 1;
     }
+    n
+}
+
+/// `3 done, 1 gone, 0 changed, 1 failed`.
+pub fn results_count_line<'a>(outcomes: impl Iterator<Item = &'a Outcome>) -> String {
+    let n = outcome_counts(outcomes);
     format!(
         "{} done, {} gone, {} changed, {} failed",
         n[0], n[1], n[2], n[3]
@@ -611,8 +634,8 @@ pub fn result_json(action: Action, m: &Match, o: &Outcome) -> Value {
         "comm": m.comm,
         "fd": m.fd,
         "inode": m.inode(),
-        "proto": m.socket.as_ref().map(|s| s.proto),
-        "state": m.socket.as_ref().map(|s| s.state),
+        "proto": m.socket.as_ref().map(|s| s.proto.name()),
+        "state": m.socket.as_ref().map(|s| s.state.name()),
         "peer": m.socket.as_ref().and_then(|s| s.peer_display()).map(|a| a.to_string()),
         "outcome": outcome_name(o),
         "reason": outcome_reason(o),
@@ -630,12 +653,23 @@ pub fn result_json(action: Action, m: &Match, o: &Outcome) -> Value {
     v
 }
 
-/// Results as JSON Lines.
+/// Results as JSON Lines, closed by a `{"type":"outcomes"}` object with the count per outcome.
 pub fn results_json_lines(action: Action, results: &[(&Match, &Outcome)]) -> String {
-    results
+    let mut out: String = results
         .iter()
         .map(|(m, o)| format!("{}\n", result_json(action, m, o)))
-        .collect()
+        .collect();
+    let n = outcome_counts(results.iter().map(|(_, o)| *o));
+    let total = json!({
+        "type": "outcomes",
+        "action": action.name(),
+        "done": n[0],
+        "gone": n[1],
+        "changed": n[2],
+        "failed": n[3],
+    });
+    out.push_str(&format!("{total}\n"));
+    out
 }
 
 /// Whether a match is a listening socket (acting on one is an outage unless asked for by name).
@@ -838,6 +872,10 @@ mod orphan_tests {
         let row: Vec<&str> = t.lines().nth(1).unwrap().split_whitespace().collect();
         assert_eq!(row[9], "4100");
         assert!(total_line(&v).ends_with("send-q 1201 bytes, socket memory 11200 bytes"));
+        assert!(total_line(&v).starts_with("3 sockets held by no process;"));
+        let plan = Plan::new(Action::Destroy, v.clone(), None);
+        assert!(plan_text(&plan)
+            .starts_with("Plan: destroy (SOCK_DESTROY) 3 sockets held by no process:\n"));
 
         let s = summary(&v);
         assert!(s.contains("Orphans (owned by no fd"), "{s}");
@@ -1091,6 +1129,7 @@ By process:
         assert_eq!(a["inode"], 1017);
         assert_eq!(a["proto"], "tcp");
         assert_eq!(a["state"], "close-wait");
+        assert_eq!(lines[1]["state"], "established");
         assert_eq!(a["local"], "10.0.0.1:8080");
         assert_eq!(a["peer"], "10.0.0.5:51234");
         assert_eq!(a["recv_q"], 12);
@@ -1107,6 +1146,16 @@ By process:
         assert_eq!(s["send_q"], 3000);
         assert_eq!(s["unreadable"], 2);
         assert_eq!(s["by_state"]["close-wait"], 2);
+    }
+
+    #[test]
+    fn json_spells_states_as_the_state_flag_does() {
+        for st in SockState::NAMED {
+            let m = sock(1, 3, st, "127.0.0.1:1", "127.0.0.1:2", 0, 0);
+            assert_eq!(match_json(&m)["state"], st.name());
+            let done = Outcome::Gone { what: "x".into() };
+            assert_eq!(result_json(Action::Close, &m, &done)["state"], st.name());
+        }
     }
 
     #[test]
@@ -1180,6 +1229,11 @@ By process:
         assert_eq!(j[1]["outcome"], "failed");
         assert_eq!(j[1]["errno"], 1);
         assert_eq!(j[2]["outcome"], "changed");
+        assert_eq!(j.len(), 4);
+        assert_eq!(
+            j[3],
+            json!({"type": "outcomes", "action": "close", "done": 1, "gone": 0, "changed": 1, "failed": 1})
+        );
         assert_eq!(j[2]["reason"], "fd now holds socket:[999]; left alone");
     }
 }

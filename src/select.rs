@@ -234,6 +234,14 @@ pub struct Selection {
     pub netns: Option<String>,
 }
 
+/// States `--orphans` selects when no `--state` is named.
+pub const ORPHAN_STATES: [SockState; 4] = [
+    SockState::FinWait1,
+    SockState::FinWait2,
+    SockState::Closing,
+    SockState::LastAck,
+];
+
 impl Selection {
     pub fn from_args(a: &Args) -> Result<Selection, SelectError> {
         let mut states: Option<Vec<SockState>> = if a.state.is_empty() {
@@ -242,7 +250,8 @@ impl Selection {
             Some(Vec::new())
         };
         let mut any_state = false;
-        for word in &a.state {
+        // `--state close-wait,last-ack` is accepted too, as a shorthand for repeating the flag.
+        for word in a.state.iter().flat_map(|w| w.split(',')) {
             match parse_state(word)? {
                 None => any_state = true,
                 Some(list) => {
@@ -258,12 +267,18 @@ impl Selection {
         if any_state {
             states = None;
         }
+        if a.orphans && a.state.is_empty() {
+            // Orphans worth relief hold queues; TIME-WAIT minisockets and request sockets hold
+            // none and vanish by themselves.
+            states = Some(ORPHAN_STATES.to_vec());
+        }
         if let Some(v) = states.as_mut() {
             v.sort();
         }
         let listening_named = a
             .state
             .iter()
+            .flat_map(|w| w.split(','))
             .any(|w| w.trim().eq_ignore_ascii_case("listening"));
 
         let peers = a
@@ -400,6 +415,11 @@ impl Selection {
     }
 
     pub fn matches(&self, m: &Match) -> bool {
+        // --orphans selects sockets no fd owns, and only those: `--orphans --action destroy` must
+        // never reach a socket a program still holds.
+        if self.orphans && m.fd.is_some() {
+            return false;
+        }
         if !self.fds.is_empty() && !m.fd.is_some_and(|fd| self.fds.contains(&fd)) {
             return false;
         }
@@ -525,6 +545,15 @@ mod tests {
         assert!(!y.contains(&SockState::SynSent) && !y.contains(&SockState::SynRecv));
         assert!(y.contains(&SockState::CloseWait));
         assert_eq!(y.len(), 7);
+
+        let comma = sel(&["--state", "close-wait,last-ack"]).unwrap();
+        assert_eq!(comma.states, s.states);
+        assert!(
+            sel(&["--state", "established,listening"])
+                .unwrap()
+                .listening_named
+        );
+        assert!(sel(&["--state", "close-wait,"]).is_err());
 
         let a = sel(&["--state", "all", "--state", "established"]).unwrap();
         assert_eq!(a.states, None);
@@ -762,6 +791,16 @@ mod tests {
             e.starts_with("--idle 'ten minutes' is not a duration"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn orphans_selects_only_sockets_no_fd_owns() {
+        let s = sel(&["--orphans", "--state", "fin-wait-1"]).unwrap();
+        let mut owned = sock(SockState::FinWait1, "127.0.0.1:80", "127.0.0.1:5000");
+        assert!(!s.matches(&owned));
+        owned.fd = None;
+        owned.pid = 0;
+        assert!(s.matches(&owned));
     }
 
     #[test]

@@ -73,6 +73,10 @@ fn close_acts_on_exactly_the_selected_fds() {
         })
         .collect();
     assert_eq!(acted, chosen);
+    let last = lines.last().unwrap();
+    assert_eq!(last["type"], "outcomes");
+    assert_eq!(last["done"], 3);
+    assert_eq!(last["failed"], 0);
     assert!(
         err.contains(&format!("journal: {}", journal.display())),
         "{err}"
@@ -164,4 +168,91 @@ fn max_caps_the_plan_and_listeners_need_their_name() {
     for fd in &l4 {
         assert!(!now.contains_key(fd), "listener fd {fd} still open");
     }
+}
+
+/// The state fdclose reports for one fd of `pid` (any state, TCP).
+fn state_of(pid: i32, fd: i32) -> Option<String> {
+    let out = run(&[
+        "--pid",
+        &pid.to_string(),
+        "--fd",
+        &fd.to_string(),
+        "--dry-run",
+        "--json",
+    ]);
+    json_lines(&out)
+        .into_iter()
+        .find(|o| o["type"] == "socket")
+        .map(|o| o["state"].as_str().unwrap().to_string())
+}
+
+#[test]
+fn shutdown_and_replace_end_the_connection_and_keep_the_fd_number() {
+    let (fx, info) = target();
+    let pid = fx.pid();
+    let p = pid.to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let journal = dir.path().join("j.jsonl");
+    let one = |role: &str| {
+        *fds_where(&info, |e| e["role"] == role)
+            .iter()
+            .next()
+            .unwrap()
+    };
+    let (srv, cli) = (one("est_srv"), one("est_cli"));
+    let (srv6, cli6) = (one("est6_srv"), one("est6_cli"));
+    assert_eq!(state_of(pid, cli).as_deref(), Some("established"));
+    let before = fd_table(pid);
+
+    // shutdown(SHUT_WR) on the server side: FIN to the client, which goes to CLOSE-WAIT; the
+    // server's fd stays open and still holds the same socket.
+    let out = run(&[
+        "--pid",
+        &p,
+        "--fd",
+        &srv.to_string(),
+        "--action",
+        "shutdown",
+        "--how",
+        "wr",
+        "--yes",
+        "--journal",
+        journal.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(fd_table(pid), before, "shutdown must keep every fd");
+    assert_eq!(state_of(pid, cli).as_deref(), Some("close-wait"));
+    assert_eq!(state_of(pid, srv).as_deref(), Some("fin-wait-2"));
+
+    // replace: the fd number stays taken by a dead socket, the connection is released.
+    let out = run(&[
+        "--pid",
+        &p,
+        "--fd",
+        &srv6.to_string(),
+        "--action",
+        "replace",
+        "--yes",
+        "--journal",
+        journal.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let after = fd_table(pid);
+    assert!(after.contains_key(&srv6), "replace must keep the fd number");
+    assert_ne!(
+        after[&srv6], before[&srv6],
+        "fd {srv6} still holds the old socket"
+    );
+    assert_eq!(after.len(), before.len());
+    assert_eq!(state_of(pid, cli6).as_deref(), Some("close-wait"));
 }

@@ -282,3 +282,30 @@ fn unreadable_processes_are_reported_once_and_are_not_fatal() {
         "{err}"
     );
 }
+
+/// The other answer to the same question (here next to its pty helper): `y` acts.
+#[test]
+fn answering_yes_on_a_terminal_acts() {
+    let fx = target();
+    let pid = fx.pid();
+    let before = fd_table(pid);
+    let dir = tempfile::tempdir().unwrap();
+    let journal = dir.path().join("j.jsonl");
+    let (code, err) = run_on_tty(
+        &[
+            "--pid",
+            &pid.to_string(),
+            "--state",
+            "close-wait",
+            "--peer",
+            "127.0.0.2",
+            "--journal",
+            journal.to_str().unwrap(),
+        ],
+        "y\n",
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("Close 2 fds in 1 process? [y/N] "), "{err}");
+    assert_eq!(fd_table(pid).len(), before.len() - 2);
+    assert_eq!(count_state(pid, "close-wait"), 6);
+}

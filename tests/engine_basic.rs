@@ -63,8 +63,15 @@ fn start_with(flags: &[&str], args: &[&str]) -> Target {
     }
 }
 
+/// st_ino of what `fd` holds, read through a live thread (/proc/PID/fd is empty once the leader
+/// thread has exited).
 fn ino(pid: i32, fd: i32) -> u64 {
-    std::fs::metadata(format!("/proc/{pid}/fd/{fd}"))
+    let live = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|t| std::fs::read_dir(t.join("fd")).is_ok_and(|mut d| d.next().is_some()))
+        .unwrap();
+    std::fs::metadata(live.join(format!("fd/{fd}")))
         .unwrap()
         .ino()
 }
@@ -296,8 +303,17 @@ fn group_stopped_process_stays_stopped() {
 }
 
 #[test]
-fn fallback_without_setsigmask_and_no_freeze() {
-    let mut t = start(&[]);
+fn fallback_without_setsigmask_and_no_freeze_x86_64() {
+    fallback_without_setsigmask_and_no_freeze(&[]);
+}
+
+#[test]
+fn fallback_without_setsigmask_and_no_freeze_i386() {
+    fallback_without_setsigmask_and_no_freeze(&["-m32"]);
+}
+
+fn fallback_without_setsigmask_and_no_freeze(flags: &[&str]) {
+    let mut t = start(flags);
     let (_d, mut j) = journal();
     let opts = EngineOptions {
         no_setsigmask: true,
@@ -323,6 +339,12 @@ fn fallback_without_setsigmask_and_no_freeze() {
         "{out:?}"
     );
     assert_untraced_and_running(t.pid);
+    let text = std::fs::read_to_string(j.path()).unwrap();
+    let attach: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert_eq!(attach["threads"], 1, "only the injection thread stopped");
+    assert_eq!(attach["signals_blocked"], false, "the fallback ran");
+    let abi = if flags.is_empty() { "x86_64" } else { "i386" };
+    assert_eq!(attach["abi"], abi);
     let c = checks(&mut t);
     assert_eq!(c[&t.unix0], (0, 0));
 }
@@ -417,12 +439,32 @@ fn act_executes_a_plan() {
         socket: None,
         epoll: vec![],
     };
-    let plan = Plan::new(Action::Close, vec![step(t.unix0), step(t.pipe_w)], None);
+    let mut sock = step(t.accepted);
+    let mut entry = fdclose::model::SocketEntry::closed_fd(sock.ino, fdclose::model::Proto::Tcp);
+    entry.state = fdclose::model::SockState::Established;
+    entry.peer = Some("[::ffff:127.0.0.1]:4242".parse().unwrap());
+    sock.socket = Some(entry);
+    let plan = Plan::new(
+        Action::Close,
+        vec![step(t.unix0), step(t.pipe_w), sock],
+        None,
+    );
     let res = execute(&plan, &ActOptions::default(), &mut j);
-    assert_eq!(res.len(), 2);
+    assert_eq!(res.len(), 3);
     for r in &res {
         assert!(done_verified(&r.outcome), "{r:?}");
     }
+    // The journal names the connection as planned, before the engine's records.
+    let text = std::fs::read_to_string(j.path()).unwrap();
+    let first: Vec<serde_json::Value> = text
+        .lines()
+        .take(3)
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(first.iter().all(|e| e["type"] == "planned"), "{text}");
+    let p = first.iter().find(|e| e["fd"] == t.accepted).unwrap();
+    assert_eq!(p["peer"], "127.0.0.1:4242");
+    assert_eq!(p["state"], "established");
     assert_eq!(t.fx.read_line(), "READ 0 0");
     let table = fd_table(t.pid);
     assert!(!table.contains_key(&t.unix0) && !table.contains_key(&t.pipe_w));
@@ -520,4 +562,79 @@ fn chosen_thread_is_used_and_its_read_restarts() {
     .unwrap_err()
     .to_string();
     assert!(e.contains("--tid 1 is not a thread"), "{e}");
+}
+
+/// A process whose main thread called pthread_exit (its leader is a zombie, another thread runs):
+/// not refused as a zombie; the surgery goes through the live thread.
+#[test]
+fn leaderless_process_is_not_a_zombie() {
+    let exe = build_c_fixture("engine_basic", &[]);
+    let mut fx = Fixture::spawn(Command::new(exe).arg("leaderless"));
+    let n: Vec<i32> = fx
+        .expect_line("READY")
+        .split_whitespace()
+        .map(|w| w.parse().unwrap())
+        .collect();
+    let (pid, pipe_w) = (n[0], n[5]);
+    wait_for("the leader to exit", Duration::from_secs(10), || {
+        status_field(pid, "State").is_some_and(|s| s.starts_with('Z'))
+    });
+    let (_d, mut j) = journal();
+    let surg = [Surgery {
+        fd: pipe_w,
+        expect_ino: ino(pid, pipe_w),
+        op: Op::Close,
+    }];
+    let out = engine::operate(pid, &surg, &EngineOptions::default(), &mut j).unwrap();
+    assert!(done_verified(&out[0]), "{out:?}");
+    // The reader thread sees end-of-file: the close happened inside the process.
+    assert_eq!(fx.read_line(), "READ 0 0");
+}
+
+/// One thread traced by someone else (strace -p TID): the freeze stops at it, names the tracer,
+/// and lets go of the threads it had already stopped.
+#[test]
+fn a_thread_traced_elsewhere_is_named_and_the_rest_let_go() {
+    let mut t = start(&[]);
+    let reader = std::fs::read_dir(format!("/proc/{}/task", t.pid))
+        .unwrap()
+        .map(|e| {
+            e.unwrap()
+                .file_name()
+                .to_str()
+                .unwrap()
+                .parse::<i32>()
+                .unwrap()
+        })
+        .find(|&tid| tid != t.pid)
+        .unwrap();
+    let _strace =
+        Fixture::spawn(Command::new("strace").args(["-o", "/dev/null", "-p", &reader.to_string()]));
+    let task_tracer = || {
+        std::fs::read_to_string(format!("/proc/{}/task/{reader}/status", t.pid))
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("TracerPid:").map(|v| v.trim().to_string()))
+            .unwrap()
+    };
+    wait_for(
+        "strace to hold the reader thread",
+        Duration::from_secs(10),
+        || task_tracer() != "0",
+    );
+    let (_d, mut j) = journal();
+    let surg = [Surgery {
+        fd: t.unix0,
+        expect_ino: ino(t.pid, t.unix0),
+        op: Op::Close,
+    }];
+    let e = engine::operate(t.pid, &surg, &EngineOptions::default(), &mut j).unwrap_err();
+    let s = e.to_string();
+    assert!(
+        s.contains("already traced") && s.contains("(strace)"),
+        "{s}"
+    );
+    assert_untraced_and_running(t.pid);
+    let c = checks(&mut t);
+    assert_eq!(c[&t.unix0].0, 0, "nothing was changed");
 }

@@ -378,3 +378,55 @@ fn cli_shutdown_without_pidfd_and_without_ptrace_refuses() {
     );
     assert!(journal_entries(&jpath).is_empty());
 }
+
+#[test]
+fn library_read_then_write_shutdown_of_an_established_connection_reaches_the_peer() {
+    use std::io::Read;
+    let (_fx, port) = server();
+    let pid = _fx.pid();
+    let before = fd_table(pid);
+    let mut client = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    client.set_read_timeout(Some(LIMIT)).unwrap();
+    client.write_all(b"ping\n").unwrap();
+    let mut line = String::new();
+    BufReader::new(&client).read_line(&mut line).unwrap();
+    assert!(line.starts_with("pong"));
+    // The server's fd for this connection: the one socket fd that appeared.
+    let after = fd_table(pid);
+    let new: Vec<(&i32, &String)> = after
+        .iter()
+        .filter(|(fd, l)| !before.contains_key(fd) && l.starts_with("socket:"))
+        .collect();
+    assert_eq!(new.len(), 1, "{after:?}");
+    let fd = *new[0].0;
+    let ino = fd_inode(pid, fd);
+    let mut m = step(pid, fd, ino);
+    m.socket.as_mut().unwrap().state = SockState::Established;
+
+    // A read shutdown leaves the state alone; it is verified by reads now ending at once.
+    let (outcome, rec) = fdclose::pidfd::shutdown_step(&m, How::Rd, |_| Ok(())).unwrap();
+    assert!(
+        matches!(outcome, Outcome::Done { verified: true, .. }),
+        "{outcome:?}"
+    );
+    assert_eq!(rec.state_after.as_deref(), Some("established"));
+
+    let (outcome, rec) = fdclose::pidfd::shutdown_step(&m, How::Wr, |_| Ok(())).unwrap();
+    assert!(
+        matches!(outcome, Outcome::Done { verified: true, .. }),
+        "{outcome:?}"
+    );
+    assert_eq!(rec.state_before.as_deref(), Some("established"));
+    assert!(
+        matches!(
+            rec.state_after.as_deref(),
+            Some("fin-wait-1" | "fin-wait-2")
+        ),
+        "{rec:?}"
+    );
+    // The real connection ended its sending side: the client reads end-of-file.
+    let mut buf = [0u8; 16];
+    assert_eq!(client.read(&mut buf).unwrap(), 0);
+    // Our duplicate is closed; the server still holds its fd on the same socket.
+    assert_eq!(fd_table(pid).get(&fd), Some(&format!("socket:[{ino}]")));
+}

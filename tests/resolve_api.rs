@@ -3,8 +3,9 @@
 
 mod support;
 
+use fdclose::model::Match;
 use fdclose::model::{Proto, SockState};
-use fdclose::resolve::{proc_net, resolve, Query, ResolveError, Targets};
+use fdclose::resolve::{proc_net, resolve, resolve_with, Backend, Query, ResolveError, Targets};
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
 use std::process::Command;
@@ -40,17 +41,21 @@ impl Sockets {
         Sockets::start(Command::new(fixture_exe()).arg(addr))
     }
 
-    /// In a fresh network namespace (`unshare -n`), loopback up.
-    fn in_new_netns() -> Sockets {
+    /// In a fresh network namespace (`unshare -n`), loopback up; `extra` = "v6" or "".
+    fn in_new_netns_with(extra: &str) -> Sockets {
         let exe = fixture_exe();
         Sockets::start(
             Command::new("unshare")
                 .args(["-n", "sh", "-c"])
                 .arg(format!(
-                    "ip link set lo up && exec {} 127.0.0.1",
+                    "ip link set lo up && exec {} 127.0.0.1 {extra}",
                     exe.display()
                 )),
         )
+    }
+
+    fn in_new_netns() -> Sockets {
+        Sockets::in_new_netns_with("")
     }
 
     fn pid(&self) -> i32 {
@@ -326,4 +331,116 @@ fn comm_targets_and_errors() {
     q.netns = Some("no-such-netns-fdclose".into());
     let e = resolve(&q).unwrap_err();
     assert!(matches!(e, ResolveError::BadNetns { .. }), "{e}");
+}
+
+#[test]
+fn dual_stack_listener_peers_appear_ipv4_mapped() {
+    let s = Sockets::in_new_netns_with("v6");
+    let r = resolve(&query(s.pid(), &[Proto::Tcp], &[SockState::CloseWait])).unwrap();
+    let m = r
+        .matches
+        .iter()
+        .find(|m| m.fd == Some(s.fd("cw6")))
+        .expect("cw6 found");
+    let e = m.socket.as_ref().unwrap();
+    assert_eq!(e.diag.unwrap().family, libc::AF_INET6 as u8);
+    assert_eq!(
+        e.local.unwrap().to_string(),
+        format!("[::ffff:127.0.0.1]:{}", s.fd("port6"))
+    );
+    assert_eq!(e.peer.unwrap().ip().to_string(), "::ffff:127.0.0.1");
+    assert_eq!(e.peer_display().unwrap().ip().to_string(), "127.0.0.1");
+    assert_eq!(m.ino, s.ino("cw6"));
+}
+
+/// Everything both backends can know, per fd.
+fn comparable(m: &Match) -> String {
+    let e = m.socket.as_ref().unwrap();
+    format!(
+        "fd={:?} ino={} {} {} local={:?} peer={:?} path={:?}",
+        m.fd, m.ino, e.proto, e.state, e.local, e.peer, e.unix_path
+    )
+}
+
+#[test]
+fn proc_net_backend_agrees_with_sock_diag() {
+    let s = Sockets::in_new_netns_with("v6");
+    let mut q = query(s.pid(), &[Proto::Tcp, Proto::Udp, Proto::Unix], &[]);
+    q.state_mask = u32::MAX;
+    let diag = resolve_with(&q, Backend::Auto).unwrap();
+    let proc = resolve_with(&q, Backend::ProcNet).unwrap();
+    assert_eq!(diag.source, "sock_diag");
+    assert_eq!(proc.source, "/proc/net");
+    let a: Vec<String> = diag.matches.iter().map(comparable).collect();
+    let b: Vec<String> = proc.matches.iter().map(comparable).collect();
+    assert_eq!(a, b);
+    // listen, cw, closed, never, udp, both unix ends, the v6 listener and cw6.
+    assert_eq!(a.len(), 9, "{a:#?}");
+    // Only sock_diag knows socket memory and idle times.
+    let cw = |r: &fdclose::resolve::Resolution| {
+        r.matches
+            .iter()
+            .find(|m| m.fd == Some(s.fd("cw")))
+            .unwrap()
+            .socket
+            .clone()
+            .unwrap()
+    };
+    assert!(cw(&diag).mem.is_some() && cw(&proc).mem.is_none());
+    assert_eq!(cw(&diag).recv_q, cw(&proc).recv_q);
+
+    let mut q = query(s.pid(), &[Proto::Tcp], &[SockState::FinWait2]);
+    q.orphans = true;
+    let o = resolve_with(&q, Backend::ProcNet).unwrap();
+    assert_eq!(
+        o.orphans.len(),
+        2,
+        "cw's and cw6's clients: {:#?}",
+        o.orphans
+    );
+}
+
+/// Run `f` on a thread whose credentials alone are dropped to nobody (the raw setresuid syscall
+/// changes only the calling thread, unlike glibc's, and threads it spawns inherit them).
+fn as_nobody<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // SAFETY: raw syscalls with constant arguments; they change only this thread's
+            // credentials, and the thread ends with this closure.
+            let r = unsafe {
+                libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>());
+                libc::syscall(libc::SYS_setresgid, 65534, 65534, 65534);
+                libc::syscall(libc::SYS_setresuid, 65534, 65534, 65534)
+            };
+            assert_eq!(r, 0, "setresuid: {}", std::io::Error::last_os_error());
+            f()
+        })
+        .join()
+        .unwrap()
+    })
+}
+
+#[test]
+fn processes_we_may_not_read() {
+    let s = Sockets::here("127.0.0.27");
+    let pid = s.pid();
+    let q = query(pid, &[Proto::Tcp], &[SockState::CloseWait]);
+    let err = as_nobody(|| resolve(&q).unwrap_err().to_string());
+    assert!(
+        err.starts_with(&format!("cannot read /proc/{pid}/"))
+            && err.contains(": permission denied (run as root or as the process owner"),
+        "{err}"
+    );
+
+    // Searching every process: not fatal, the fixture is listed as unreadable.
+    let mut q = q;
+    q.targets = Targets::All;
+    let r = as_nobody(|| resolve(&q).unwrap());
+    let u = r
+        .unreadable
+        .iter()
+        .find(|u| u.pid == pid)
+        .expect("fixture unreadable");
+    assert!(u.reason.contains("permission denied"), "{}", u.reason);
+    assert!(!r.matches.iter().any(|m| m.pid == pid));
 }

@@ -5,8 +5,10 @@
 //!
 //! Quirks (arch/arm64/kernel/ptrace.c, signal.c): at syscall stops x7 reads as 0/1 (entry/exit)
 //! and writes to it are ignored, so registers are saved only at the interrupt stop. The kernel
-//! rewinds pc and reloads x0 for a restart *before* the stop, so restoring the saved block there
-//! restarts the interrupted call as if nothing happened.
+//! rewinds pc and reloads x0 for a restart *before* the stop but sets x8 to restart_syscall (for
+//! -ERESTART_RESTARTBLOCK: nanosleep, futex with a timeout...) only *after* it, so the engine
+//! learns that number at the restart's entry stop before restoring (RESTART_NR_AFTER_STOP); the
+//! VM tests (integration/vm) check that a nanosleep interrupted there keeps its remaining time.
 
 use crate::{reg_block, Abi, AbiKind, Sys};
 
@@ -92,6 +94,13 @@ impl Abi for Aarch64 {
     fn sp(r: &Regs) -> u64 {
         r.sp
     }
+    fn nr_reg(r: &Regs) -> i64 {
+        r.x8 as i64
+    }
+    fn set_nr_reg(r: &mut Regs, nr: i64) {
+        r.x8 = nr as u64;
+    }
+    const RESTART_NR_AFTER_STOP: bool = true;
 }
 
 #[cfg(test)]

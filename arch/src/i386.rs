@@ -96,6 +96,13 @@ impl Abi for I386 {
     fn sp(r: &Regs) -> u64 {
         r.esp as u64
     }
+    fn nr_reg(r: &Regs) -> i64 {
+        r.orig_eax as i32 as i64
+    }
+    fn set_nr_reg(r: &mut Regs, nr: i64) {
+        r.orig_eax = nr as u32;
+    }
+    const RESTART_NR_AFTER_STOP: bool = false;
 }
 
 #[cfg(test)]

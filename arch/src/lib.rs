@@ -126,6 +126,16 @@ pub trait Abi {
     fn result(regs: &Self::Regs) -> i64;
     fn ip(regs: &Self::Regs) -> u64;
     fn sp(regs: &Self::Regs) -> u64;
+    /// Where the kernel reads the call number when the thread enters a call (x86: orig_ax as a
+    /// syscall stop shows it; aarch64 x8; riscv64 a7).
+    fn nr_reg(regs: &Self::Regs) -> i64;
+    fn set_nr_reg(regs: &mut Self::Regs, nr: i64);
+    /// True where the kernel's signal path sets the number for a `-ERESTART_RESTARTBLOCK`
+    /// restart (restart_syscall) only *after* the ptrace stop (arm64 and riscv do_signal: pc is
+    /// rewound before get_signal(), `setup_restart_syscall()` runs after it and only if pc is
+    /// still the rewound one). Registers saved at the stop then name the interrupted call itself,
+    /// which would run again from the start (a nanosleep sleeping its whole time again).
+    const RESTART_NR_AFTER_STOP: bool;
 }
 
 /// A `#[repr(C)]` block of equally sized integer registers, convertible to and from the bytes
@@ -311,6 +321,16 @@ impl AnyRegs {
     }
     pub fn sp(&self) -> u64 {
         with_regs!(self, A, r => A::sp(r))
+    }
+    pub fn nr_reg(&self) -> i64 {
+        with_regs!(self, A, r => A::nr_reg(r))
+    }
+    pub fn set_nr_reg(&mut self, nr: i64) {
+        with_regs!(self, A, r => A::set_nr_reg(r, nr))
+    }
+    /// See [`Abi::RESTART_NR_AFTER_STOP`].
+    pub fn restart_nr_after_stop(&self) -> bool {
+        with_regs!(self, A, _r => A::RESTART_NR_AFTER_STOP)
     }
     pub fn to_bytes(&self) -> Vec<u8> {
         with_regs!(self, _A, r => r.to_bytes())

@@ -64,6 +64,13 @@ impl Abi for Riscv64 {
     fn sp(r: &Regs) -> u64 {
         r.sp
     }
+    fn nr_reg(r: &Regs) -> i64 {
+        r.a7 as i64
+    }
+    fn set_nr_reg(r: &mut Regs, nr: i64) {
+        r.a7 = nr as u64;
+    }
+    const RESTART_NR_AFTER_STOP: bool = true;
 }
 
 #[cfg(test)]

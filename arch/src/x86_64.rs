@@ -84,6 +84,13 @@ impl Abi for X86_64 {
     fn sp(r: &Regs) -> u64 {
         r.rsp
     }
+    fn nr_reg(r: &Regs) -> i64 {
+        r.orig_rax as i64
+    }
+    fn set_nr_reg(r: &mut Regs, nr: i64) {
+        r.orig_rax = nr as u64;
+    }
+    const RESTART_NR_AFTER_STOP: bool = false;
 }
 
 #[cfg(test)]

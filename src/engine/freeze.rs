@@ -27,7 +27,8 @@ impl Frozen {
     pub fn all(pid: i32, comm: &str, limit: Duration) -> Result<Frozen, EngineError> {
         let mut f = Frozen::empty(pid, comm, limit)?;
         loop {
-            let fresh: Vec<i32> = procfs::tids(pid)?
+            // Exited threads (a zombie leader) cannot stop: only live ones are seized.
+            let fresh: Vec<i32> = procfs::live_tids(pid)?
                 .into_iter()
                 .filter(|t| !f.threads.contains_key(t))
                 .collect();
@@ -48,6 +49,7 @@ impl Frozen {
             }
         }
         if f.live().next().is_none() {
+            // Nothing left to stop: the process (or every thread of it) is gone.
             return Err(EngineError::Exited {
                 pid,
                 during: "freeze".into(),
@@ -99,7 +101,10 @@ impl Frozen {
     /// Turn a PTRACE_SEIZE failure into the reason an operator can act on.
     fn seize_error(&self, tid: i32, errno: Errno) -> EngineError {
         if errno == Errno::EPERM {
-            if let Ok(st) = procfs::status(self.pid) {
+            // The thread's own status: a tracer may hold one thread only (strace -p TID).
+            let task = procfs::read_proc(self.pid, &format!("task/{tid}/status"))
+                .map(|t| procfs::parse_status(&t));
+            if let Ok(st) = task.or_else(|_| procfs::status(self.pid)) {
                 if st.tracer_pid != 0 && st.tracer_pid != std::process::id() as i32 {
                     return EngineError::AlreadyTraced {
                         pid: self.pid,

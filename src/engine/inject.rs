@@ -14,6 +14,7 @@ use super::tracee::{self, Stop, TraceeState, WaitError};
 use super::EngineError;
 use fdclose_arch::{AbiKind, AnyRegs, Sys};
 use nix::errno::Errno;
+use std::os::unix::fs::FileExt;
 use std::time::{Duration, Instant};
 
 /// Every signal but SIGKILL and SIGSTOP, which cannot be blocked (bit n-1 is signal n).
@@ -152,7 +153,43 @@ impl Injector {
                 Err(e) => return Err(perr("getsigmask", e)),
             }
         }
+        if inj.saved.restart_nr_after_stop() {
+            inj.settle_restart()?;
+        }
         Ok(inj)
+    }
+
+    /// arm64 and riscv64 rewind pc to the `svc`/`ecall` of the call we interrupted *before* the
+    /// stop, but switch the number to restart_syscall for a `-ERESTART_RESTARTBLOCK` call only
+    /// *after* it (do_signal). So let the thread run into that instruction's entry stop to learn
+    /// the number the kernel chose, skip the call for now, and restore with that number: the
+    /// interrupted call then resumes with its remaining time instead of starting over.
+    fn settle_restart(&mut self) -> Result<(), EngineError> {
+        let ip = self.saved.ip();
+        let want = self.abi.syscall_insn();
+        let mut at = vec![0u8; want.len()];
+        let read = std::fs::File::open(format!("/proc/{}/mem", self.pid))
+            .and_then(|f| f.read_exact_at(&mut at, ip));
+        if read.is_err() || at != want {
+            // Not stopped at a call's instruction: no restart pending.
+            return Ok(());
+        }
+        self.resume(
+            Resume::Syscall,
+            Want::SyscallStop,
+            "the interrupted call's restart",
+        )?;
+        self.state = TraceeState::InCallEntry;
+        let entered = tracee::get_regs(self.tid).map_err(|e| self.perr("getregset", e))?;
+        tracee::skip_entered_call(self.tid, &entered).map_err(|e| self.perr("setregset", e))?;
+        self.resume(
+            Resume::Syscall,
+            Want::SyscallStop,
+            "skipping the interrupted call's restart",
+        )?;
+        self.state = TraceeState::InCallExit;
+        self.saved.set_nr_reg(entered.nr_reg());
+        Ok(())
     }
 
     pub fn tid(&self) -> i32 {

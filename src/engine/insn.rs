@@ -45,9 +45,15 @@ pub fn find_in_elf(image: &[u8], base: u64, pat: &[u8], align: usize) -> Option<
 }
 
 /// Find the syscall instruction of `abi` in process `pid` (which we have stopped and may read).
-pub fn find(pid: i32, abi: AbiKind) -> Result<Insn, EngineError> {
-    let maps = procfs::parse_maps(&procfs::read_proc(pid, "maps")?);
-    let path = format!("/proc/{pid}/mem");
+pub fn find(pid: i32, tid: i32, abi: AbiKind) -> Result<Insn, EngineError> {
+    find_in(pid, tid, abi, true)
+}
+
+/// [`find`], optionally without looking at the vDSO (to test the other path).
+/// Reads go through thread `tid` (/proc/PID/maps is empty once the leader has exited).
+fn find_in(pid: i32, tid: i32, abi: AbiKind, vdso_first: bool) -> Result<Insn, EngineError> {
+    let maps = procfs::parse_maps(&procfs::read_proc(pid, &format!("task/{tid}/maps"))?);
+    let path = format!("/proc/{pid}/task/{tid}/mem");
     let mem = std::fs::File::open(&path).map_err(|source| EngineError::Proc {
         pid,
         path: path.clone(),
@@ -62,7 +68,7 @@ pub fn find(pid: i32, abi: AbiKind) -> Result<Insn, EngineError> {
         Some(buf)
     };
 
-    if let Some(vdso) = maps.iter().find(|m| m.path == "[vdso]") {
+    if let Some(vdso) = maps.iter().find(|m| vdso_first && m.path == "[vdso]") {
         let len = (vdso.end - vdso.start) as usize;
         if let Some(image) = read(vdso, 0, len) {
             if let Some(addr) = find_in_elf(&image, vdso.start, pat, align) {
@@ -77,7 +83,7 @@ pub fn find(pid: i32, abi: AbiKind) -> Result<Insn, EngineError> {
     const CHUNK: u64 = 1 << 20;
     for m in maps
         .iter()
-        .filter(|m| m.executable() && m.readable() && m.path != "[vsyscall]")
+        .filter(|m| m.executable() && m.readable() && m.path != "[vsyscall]" && m.path != "[vdso]")
     {
         let mut off = 0u64;
         while m.start + off < m.end {
@@ -123,6 +129,23 @@ mod tests {
         assert_eq!(find_pattern(&b, 0x1000, &svc, 1), Some(2));
         assert_eq!(find_pattern(&b, 0x1002, &svc, 4), Some(2));
         assert_eq!(find_pattern(&[0x0f], 0, &[0x0f, 0x05], 1), None);
+    }
+
+    /// Both paths of `find` on our own process: the vDSO, and without it the program's other
+    /// code (the C library); each address really holds the instruction.
+    #[test]
+    fn finds_the_instruction_in_a_live_process() {
+        let abi = <fdclose_arch::Native as fdclose_arch::Abi>::KIND;
+        let me = std::process::id() as i32;
+        let mem = std::fs::File::open("/proc/self/mem").unwrap();
+        for vdso_first in [true, false] {
+            let insn = find_in(me, me, abi, vdso_first).unwrap();
+            assert_eq!(insn.mapping == "[vdso]", vdso_first, "{insn:?}");
+            let mut b = vec![0u8; abi.syscall_insn().len()];
+            mem.read_exact_at(&mut b, insn.addr).unwrap();
+            assert_eq!(b, abi.syscall_insn());
+            assert_eq!(insn.addr % abi.insn_align() as u64, 0);
+        }
     }
 
     /// Our own vDSO, read from our memory, holds the native syscall instruction in its code.

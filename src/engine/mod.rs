@@ -194,7 +194,8 @@ fn check_status(pid: i32, opts: &EngineOptions) -> Result<procfs::Status, Engine
                 .into(),
         ));
     }
-    if matches!(st.state, 'Z' | 'X') {
+    // A leader that called pthread_exit shows as a zombie while its other threads run on.
+    if matches!(st.state, 'Z' | 'X') && procfs::live_tids(pid).unwrap_or_default().is_empty() {
         return Err(refuse(
             "it is a zombie (it has exited and waits for its parent): its fds are already closed"
                 .into(),
@@ -231,8 +232,9 @@ fn check_status(pid: i32, opts: &EngineOptions) -> Result<procfs::Status, Engine
 }
 
 /// Carry out `surgeries` on process `pid` in one attach. Returns one outcome per surgery, in the
-/// same order. An `Err` means nothing at all could be done to the process (the journal says what
-/// was); per-fd problems are `Outcome`s.
+/// same order; per-fd problems are `Outcome`s. An `Err` means no fd was changed (the journal says
+/// what was tried). If fds were changed but restoring or detaching then went wrong, the outcomes
+/// are returned with that error in each `Done` note, so no change goes unreported.
 pub fn operate(
     pid: i32,
     surgeries: &[Surgery],
@@ -268,7 +270,7 @@ pub fn operate(
             );
         }
     }
-    let insn = insn::find(pid, abi)?;
+    let insn = insn::find(pid, tid, abi)?;
     let mut inj = Injector::take(pid, tid, insn.addr, opts.wait_limit, opts.no_setsigmask)?;
     let attach = Entry::new(Event::Attach {
         pid,
@@ -298,6 +300,7 @@ pub fn operate(
 
     let mut run = Run {
         pid,
+        tid,
         seccomp: st.seccomp == 2,
         journal,
         pending: Vec::new(),
@@ -342,17 +345,37 @@ pub fn operate(
         error,
     }));
     let flushed = run.flush();
-    if let Err(e) = restored {
-        return Err(EngineError::NotRestored {
+    let journal_path = run.journal.path().display().to_string();
+    let trouble = match (restored, released, flushed) {
+        (Err(e), _, _) => Some(EngineError::NotRestored {
             pid,
             tid,
             why: e.to_string(),
-            journal: run.journal.path().display().to_string(),
-        });
+            journal: journal_path,
+        }),
+        (_, Err(e), _) => Some(e),
+        (_, _, Err(e)) => Some(EngineError::Journal(e)),
+        _ => None,
+    };
+    match trouble {
+        None => Ok(outcomes),
+        // Nothing was changed: the error is the whole story.
+        Some(e) if !outcomes.iter().any(Outcome::is_done) => Err(e),
+        // Some fds were changed: say so, with the trouble beside each change.
+        Some(e) => Ok(outcomes
+            .into_iter()
+            .map(|o| match o {
+                Outcome::Done { verified, note } => Outcome::Done {
+                    verified,
+                    note: Some(match note {
+                        Some(n) => format!("{n}; afterwards: {e}"),
+                        None => format!("afterwards: {e}"),
+                    }),
+                },
+                other => other,
+            })
+            .collect()),
     }
-    released?;
-    flushed?;
-    Ok(outcomes)
 }
 
 /// Why the rest of the surgeries were not attempted.
@@ -365,6 +388,8 @@ enum Halt {
 /// The state of one operation while its surgeries run.
 struct Run<'j> {
     pid: i32,
+    /// The injection thread: its fd table is the one our calls change.
+    tid: i32,
     seccomp: bool,
     journal: &'j mut Journal,
     /// `after` entries not yet written: they go out with the next `before` (one fsync for both).
@@ -397,7 +422,7 @@ impl Run<'_> {
 
     /// Check what the fd holds now; `Err` is the final outcome when it is not the planned object.
     fn check(&self, s: &Surgery) -> Result<(u64, String), Outcome> {
-        match verify::fd_object(self.pid, s.fd) {
+        match verify::fd_object(self.pid, self.tid, s.fd) {
             None => Err(Outcome::Gone {
                 what: format!("fd {} is no longer open", s.fd),
             }),
@@ -484,7 +509,7 @@ impl Run<'_> {
             }
         };
         let tcp_before = match s.op {
-            Op::Shutdown(_) => verify::tcp_state(self.pid, ino),
+            Op::Shutdown(_) => verify::tcp_state(self.pid, self.tid, ino),
             _ => None,
         };
         let (result, outcome) = match self.perform(inj, s) {
@@ -627,7 +652,7 @@ impl Run<'_> {
         ino: u64,
         tcp_before: Option<u8>,
     ) -> (bool, Option<String>) {
-        let now = verify::fd_object(self.pid, s.fd);
+        let now = verify::fd_object(self.pid, self.tid, s.fd);
         match op {
             Op::Close => match now {
                 None => (true, None),
@@ -643,7 +668,7 @@ impl Run<'_> {
                 None => (false, Some(format!("fd {} is not open any more", s.fd))),
             },
             Op::Shutdown(how) => {
-                let after = verify::tcp_state(self.pid, ino);
+                let after = verify::tcp_state(self.pid, self.tid, ino);
                 if verify::shutdown_took_effect(tcp_before, after) {
                     (true, None)
                 } else if tcp_before.is_none() {
@@ -697,8 +722,8 @@ fn errno_name(e: i32) -> String {
 
 /// --no-freeze without --tid: the best thread judged from /proc alone (none is stopped yet).
 fn pick_unstopped(pid: i32) -> Result<i32, EngineError> {
-    let abi = <fdclose_arch::Native as fdclose_arch::Abi>::KIND;
-    let tids = procfs::tids(pid)?;
+    let abi = procfs::exe_abi(pid).unwrap_or(<fdclose_arch::Native as fdclose_arch::Abi>::KIND);
+    let tids = procfs::live_tids(pid)?;
     tids.iter()
         .copied()
         .max_by_key(|&t| {

@@ -263,10 +263,58 @@ pub fn tids(pid: i32) -> Result<Vec<i32>, EngineError> {
     Ok(v)
 }
 
+/// The state letter of thread `tid` (from /proc/PID/task/TID/stat), `None` if it is gone.
+pub fn task_state(pid: i32, tid: i32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")).ok()?;
+    stat_state(&stat)
+}
+
+/// The state letter of a /proc stat line (the field after the last ')').
+pub fn stat_state(stat: &str) -> Option<char> {
+    stat.rfind(')')
+        .and_then(|i| stat[i + 1..].trim_start().chars().next())
+}
+
+/// Threads of `pid` that have not exited (a leader that called pthread_exit stays listed as a
+/// zombie while the others run).
+pub fn live_tids(pid: i32) -> Result<Vec<i32>, EngineError> {
+    Ok(tids(pid)?
+        .into_iter()
+        .filter(|&t| task_state(pid, t).is_some_and(|c| !matches!(c, 'Z' | 'X')))
+        .collect())
+}
+
 pub fn task_syscall(pid: i32, tid: i32) -> Option<TaskSyscall> {
     std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/syscall"))
         .ok()
         .and_then(|t| parse_task_syscall(&t))
+}
+
+/// The ABI of an ELF executable from its first 20 bytes (e_ident class and e_machine), as far
+/// as fdclose knows it.
+pub fn abi_of_elf_header(h: &[u8]) -> Option<AbiKind> {
+    if h.len() < 20 || &h[..4] != b"\x7fELF" {
+        return None;
+    }
+    let machine = u16::from_le_bytes([h[18], h[19]]);
+    match (h[4], machine) {
+        (1, 3) => Some(AbiKind::I386),      // ELFCLASS32, EM_386
+        (2, 62) => Some(AbiKind::X86_64),   // ELFCLASS64, EM_X86_64
+        (2, 183) => Some(AbiKind::Aarch64), // EM_AARCH64
+        (2, 243) => Some(AbiKind::Riscv64), // EM_RISCV
+        _ => None,
+    }
+}
+
+/// The ABI of the program `pid` runs (before any thread is stopped to ask the kernel).
+pub fn exe_abi(pid: i32) -> Option<AbiKind> {
+    use std::io::Read;
+    let mut h = [0u8; 20];
+    std::fs::File::open(format!("/proc/{pid}/exe"))
+        .ok()?
+        .read_exact(&mut h)
+        .ok()?;
+    abi_of_elf_header(&h)
 }
 
 /// Whether `pid` descends from us (walking PPid up to 1).
@@ -338,6 +386,13 @@ CapEff:\t000001ffffffffff\nNoNewPrivs:\t0\nSeccomp:\t2\nSeccomp_filters:\t1\n";
     }
 
     #[test]
+    fn stat_state_letter() {
+        assert_eq!(stat_state("7 (a) b) Z 1 7"), Some('Z'));
+        assert_eq!(stat_state("7 (x) S 1"), Some('S'));
+        assert_eq!(stat_state("garbage"), None);
+    }
+
+    #[test]
     fn task_syscall_lines() {
         assert_eq!(parse_task_syscall("running\n"), Some(TaskSyscall::Running));
         assert_eq!(
@@ -374,6 +429,28 @@ CapEff:\t000001ffffffffff\nNoNewPrivs:\t0\nSeccomp:\t2\nSeccomp_filters:\t1\n";
         assert_eq!(m[2].path, "/usr/lib/with space/x.so");
         assert!(!m[2].executable());
         assert_eq!(m[3].path, "");
+    }
+
+    #[test]
+    fn elf_headers() {
+        let mut h = [0u8; 20];
+        h[..4].copy_from_slice(b"\x7fELF");
+        h[4] = 1;
+        h[18] = 3;
+        assert_eq!(abi_of_elf_header(&h), Some(AbiKind::I386));
+        h[4] = 2;
+        h[18] = 62;
+        assert_eq!(abi_of_elf_header(&h), Some(AbiKind::X86_64));
+        h[18] = 183;
+        assert_eq!(abi_of_elf_header(&h), Some(AbiKind::Aarch64));
+        h[18] = 40; // EM_ARM
+        assert_eq!(abi_of_elf_header(&h), None);
+        assert_eq!(abi_of_elf_header(b"#!/bin/sh"), None);
+        let me = std::process::id() as i32;
+        assert_eq!(
+            exe_abi(me),
+            Some(<fdclose_arch::Native as fdclose_arch::Abi>::KIND)
+        );
     }
 
     #[test]

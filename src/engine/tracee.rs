@@ -16,6 +16,8 @@ const PTRACE_SEIZE: u32 = 0x4206;
 const PTRACE_INTERRUPT: u32 = 0x4207;
 const PTRACE_GETSIGMASK: u32 = 0x420a;
 const PTRACE_SETSIGMASK: u32 = 0x420b;
+/// arm64 regset holding the number of the call a thread is entering (include/uapi/linux/elf.h).
+const NT_ARM_SYSTEM_CALL: usize = 0x404;
 /// Syscall stops report SIGTRAP | 0x80, so they cannot be mistaken for a real SIGTRAP.
 const PTRACE_O_TRACESYSGOOD: usize = 1;
 const PTRACE_EVENT_STOP: i32 = 128;
@@ -179,6 +181,34 @@ pub fn set_regs(tid: i32, regs: &AnyRegs) -> Result<(), Errno> {
         &mut iov as *mut libc::iovec as usize,
     )
     .map(drop)
+}
+
+/// At a syscall-entry stop, make the kernel skip the call the thread is entering (it returns
+/// -ENOSYS). `regs` are the thread's registers as read at this stop.
+pub fn skip_entered_call(tid: i32, regs: &AnyRegs) -> Result<(), Errno> {
+    match regs.kind() {
+        // arm64 reads the number from its own regset, not x8, once the entry stop is over.
+        AbiKind::Aarch64 => {
+            let mut nr: i32 = -1;
+            let mut iov = libc::iovec {
+                iov_base: (&mut nr as *mut i32).cast(),
+                iov_len: std::mem::size_of::<i32>(),
+            };
+            raw(
+                PTRACE_SETREGSET,
+                tid,
+                NT_ARM_SYSTEM_CALL,
+                &mut iov as *mut libc::iovec as usize,
+            )
+            .map(drop)
+        }
+        // x86 (orig_ax) and riscv64 (a7) read the number back from the registers.
+        _ => {
+            let mut r = *regs;
+            r.set_nr_reg(-1);
+            set_regs(tid, &r)
+        }
+    }
 }
 
 /// The blocked-signal mask (Linux >= 3.11; EIO/EINVAL before).

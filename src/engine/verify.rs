@@ -3,9 +3,11 @@
 
 use std::os::unix::fs::MetadataExt;
 
-/// What fd `fd` of `pid` holds now: (st_ino of the object, link text), `None` when not open.
-pub fn fd_object(pid: i32, fd: i32) -> Option<(u64, String)> {
-    let p = format!("/proc/{pid}/fd/{fd}");
+/// What fd `fd` holds now in the fd table of thread `tid` of `pid` (the one our calls act on;
+/// /proc/PID/fd is empty once the leader has exited): (st_ino of the object, link text), `None`
+/// when not open.
+pub fn fd_object(pid: i32, tid: i32, fd: i32) -> Option<(u64, String)> {
+    let p = format!("/proc/{pid}/task/{tid}/fd/{fd}");
     let ino = std::fs::metadata(&p).ok()?.ino();
     let link = std::fs::read_link(&p)
         .map(|l| l.to_string_lossy().into_owned())
@@ -27,11 +29,11 @@ pub fn tcp_state_in(table: &str, inode: u64) -> Option<u8> {
     })
 }
 
-/// TCP state of socket `inode` in the network namespace of `pid`; `None` when no table lists it
-/// (not TCP, or closed and unhashed).
-pub fn tcp_state(pid: i32, inode: u64) -> Option<u8> {
+/// TCP state of socket `inode` in the network namespace of thread `tid` of `pid`; `None` when no
+/// table lists it (not TCP, or closed and unhashed).
+pub fn tcp_state(pid: i32, tid: i32, inode: u64) -> Option<u8> {
     ["tcp", "tcp6"].iter().find_map(|t| {
-        let text = std::fs::read_to_string(format!("/proc/{pid}/net/{t}")).ok()?;
+        let text = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/net/{t}")).ok()?;
         tcp_state_in(&text, inode)
     })
 }
@@ -80,8 +82,8 @@ mod tests {
         let me = std::process::id() as i32;
         let f = std::fs::File::open("/proc/self/stat").unwrap();
         use std::os::fd::AsRawFd;
-        let (ino, link) = fd_object(me, f.as_raw_fd()).unwrap();
+        let (ino, link) = fd_object(me, me, f.as_raw_fd()).unwrap();
         assert!(ino > 0 && link.ends_with("/stat"), "{link}");
-        assert_eq!(fd_object(me, 1_000_000), None);
+        assert_eq!(fd_object(me, me, 1_000_000), None);
     }
 }

@@ -204,8 +204,7 @@ pub fn inet_exact_request(e: &SocketEntry) -> Option<InetReq> {
 pub fn unix_dump_request(states: u32, show: u32) -> [u8; 24] {
     let mut b = [0u8; 24];
     b[0] = AF_UNIX; // sdiag_family
-    b[1] = 0; // sdiag_protocol
-              // b[2..4]: pad
+    b[1] = 0; // sdiag_protocol; b[2..4] is padding
     b[4..8].copy_from_slice(&states.to_ne_bytes()); // udiag_states
     b[8..12].copy_from_slice(&0u32.to_ne_bytes()); // udiag_ino: 0 = all
     b[12..16].copy_from_slice(&show.to_ne_bytes()); // udiag_show

@@ -8,7 +8,7 @@ use crate::model::Proto;
 use std::collections::HashMap;
 use std::ffi::{CStr, CString};
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{FromRawFd, OwnedFd};
 
 /// A socket fd: the N of `socket:[N]`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -340,12 +340,6 @@ impl Dir {
     }
 }
 
-impl AsRawFd for Dir {
-    fn as_raw_fd(&self) -> libc::c_int {
-        self.fd()
-    }
-}
-
 impl Drop for Dir {
     fn drop(&mut self) {
         // SAFETY: `self.dir` came from fdopendir and is closed exactly once.
@@ -356,6 +350,7 @@ impl Drop for Dir {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::fd::AsRawFd;
 
     #[test]
     fn fd_names_are_decimal() {

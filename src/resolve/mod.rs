@@ -110,7 +110,11 @@ pub(crate) fn errno_text(e: &io::Error) -> String {
 
 fn hint(e: &io::Error) -> &'static str {
     match e.raw_os_error() {
-        Some(libc::EACCES) | Some(libc::EPERM) => "run as root or as the process owner",
+        // Root can be refused too: a process of another user namespace, hidepid, or an LSM.
+        Some(libc::EACCES) | Some(libc::EPERM) => {
+            "run as root or as the process owner; root is refused only for processes of another \
+             user namespace (container)"
+        }
         Some(libc::ENOENT) | Some(libc::ESRCH) => "the process may have exited",
         _ => "check that /proc is mounted and the process still exists",
     }
@@ -125,12 +129,32 @@ pub(crate) const TCP_BOUND_INACTIVE: u8 = 13;
 /// are read on the others: on a server with tens of thousands of fds both take tens of
 /// milliseconds, and they do not depend on each other.
 pub fn resolve(q: &Query) -> Result<Resolution, ResolveError> {
+    resolve_with(q, Backend::Auto)
+}
+
+/// Where socket tables come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// sock_diag, falling back to /proc/PID/net per protocol when netlink is unavailable.
+    Auto,
+    /// /proc/PID/net only, as on a kernel without sock_diag (for comparisons and tests).
+    ProcNet,
+}
+
+/// [`resolve`] with a chosen socket-table backend.
+pub fn resolve_with(q: &Query, backend: Backend) -> Result<Resolution, ResolveError> {
     let me = std::process::id() as i32;
     let mut unreadable = Vec::new();
     let listed = matches!(q.targets, Targets::Listed { .. });
 
     // 1. Targets, and which namespaces to ask for which sockets.
     let procs = find_processes(&q.targets, me, &mut unreadable)?;
+    // Pids the operator named must be readable; processes found by name or by searching may
+    // exit while we look, and are then just left out.
+    let explicit: HashSet<i32> = match &q.targets {
+        Targets::Listed { pids, .. } => pids.iter().copied().collect(),
+        Targets::All => HashSet::new(),
+    };
     let wanted: Vec<Proto> = dedup_protos(&q.protos);
     let include: HashSet<i32> = q.include_fds.iter().copied().collect();
     let closed_wanted = q.state_mask & SockState::Closed.kernel_bit() != 0;
@@ -176,15 +200,16 @@ pub fn resolve(q: &Query) -> Result<Resolution, ResolveError> {
     }
 
     // 2. Dump and read fd tables at the same time.
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // /proc reads scale with cores only so far; beyond a few threads they contend in the kernel.
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
     let (dumps, tables) = std::thread::scope(|s| {
         let dumper = s.spawn(|| {
             plans
                 .iter()
-                .map(|n| (n, dump_namespace(n, own_ns, &n.need)))
+                .map(|n| (n, dump_namespace(n, own_ns, &n.need, backend)))
                 .collect::<Vec<_>>()
         });
-        let tables = read_tables(procs, listed, threads, &mut unreadable);
+        let tables = read_tables(procs, listed, &explicit, threads, &mut unreadable);
         let dumps = dumper
             .join()
             .unwrap_or_else(|e| std::panic::resume_unwind(e));
@@ -227,7 +252,7 @@ pub fn resolve(q: &Query) -> Result<Resolution, ResolveError> {
                 }
             }
             if !extra.is_empty() {
-                let (more, source) = dump_namespace(n, own_ns, &extra)?;
+                let (more, source) = dump_namespace(n, own_ns, &extra, backend)?;
                 used.insert(source);
                 let into = sockets.entry(n.inode).or_default();
                 into.by_inode.extend(more.by_inode);
@@ -328,16 +353,17 @@ impl NsPlan {
     }
 }
 
-/// Fd tables of the targets. A listed process that cannot be read is an error; in a search of
-/// every process it is noted in `unreadable` and skipped, and one that exited meanwhile is
-/// dropped silently.
+/// Fd tables of the targets. A named process (by pid or comm) we may not read is an error, and
+/// so is a named pid that no longer exists; in a search of every process an unreadable one is
+/// noted in `unreadable`, and a process that exited meanwhile is dropped silently.
 fn read_tables(
     procs: Vec<Process>,
     listed: bool,
+    explicit: &HashSet<i32>,
     threads: usize,
     unreadable: &mut Vec<Unreadable>,
 ) -> Result<Vec<(Process, fds::FdTable)>, ResolveError> {
-    let results: Vec<Result<fds::FdTable, fds::FdError>> = if listed {
+    let results: Vec<Result<fds::FdTable, fds::FdError>> = if procs.len() <= threads {
         // Few processes, maybe huge: spread each one's fds over the threads.
         procs
             .iter()
@@ -377,19 +403,18 @@ fn read_tables(
     for (p, r) in procs.into_iter().zip(results) {
         match r {
             Ok(t) => tables.push((p, t)),
-            Err(e) if listed => {
-                return Err(match e.source.raw_os_error() {
-                    Some(libc::ENOENT) | Some(libc::ESRCH) => {
-                        ResolveError::NoSuchPid { pid: p.pid }
-                    }
-                    _ => ResolveError::Unreadable {
-                        pid: p.pid,
-                        path: e.path,
-                        source: e.source,
-                    },
-                });
+            Err(e) if matches!(e.source.raw_os_error(), Some(libc::ENOENT | libc::ESRCH)) => {
+                if explicit.contains(&p.pid) {
+                    return Err(ResolveError::NoSuchPid { pid: p.pid });
+                }
             }
-            Err(e) if matches!(e.source.raw_os_error(), Some(libc::ENOENT | libc::ESRCH)) => {}
+            Err(e) if listed => {
+                return Err(ResolveError::Unreadable {
+                    pid: p.pid,
+                    path: e.path,
+                    source: e.source,
+                })
+            }
             Err(e) => unreadable.push(Unreadable {
                 pid: p.pid,
                 reason: format!("cannot read {}: {}", e.path, errno_text(&e.source)),
@@ -458,6 +483,7 @@ fn dump_namespace(
     plan: &NsPlan,
     own_ns: u64,
     need: &BTreeMap<Proto, u32>,
+    backend: Backend,
 ) -> Result<(NsSockets, Source), ResolveError> {
     let is_own = plan.inode == own_ns;
     let mut out = NsSockets::default();
@@ -465,7 +491,9 @@ fn dump_namespace(
 
     let mut sock = None;
     let mut open_err: Option<(String, io::Error)> = None;
-    if is_own {
+    if backend == Backend::ProcNet {
+        // Leave `sock` empty: every protocol takes the /proc/PID/net path below.
+    } else if is_own {
         sock = diag::DiagSocket::open().ok();
     } else {
         for path in plan.paths() {
@@ -618,6 +646,9 @@ fn find_processes(
         Targets::Listed { pids, comms } => {
             let mut out: Vec<Process> = Vec::new();
             for &pid in pids {
+                if out.iter().any(|p| p.pid == pid) {
+                    continue;
+                }
                 if pid <= 0 {
                     return Err(ResolveError::NoSuchPid { pid });
                 }
@@ -675,6 +706,7 @@ fn find_processes(
                 }
             }
             out.sort_by_key(|p| p.pid);
+            out.dedup_by_key(|p| p.pid);
             Ok(out)
         }
         Targets::All => {
@@ -711,6 +743,40 @@ fn find_processes(
 mod tests {
     use super::*;
 
+    fn tcp(inode: u64, state: SockState) -> SocketEntry {
+        let mut e = SocketEntry::closed_fd(inode, Proto::Tcp);
+        e.state = state;
+        e
+    }
+
+    #[test]
+    fn orphans_are_unowned_tcp_sockets_in_wanted_states() {
+        let mut t = NsSockets::default();
+        t.add(tcp(10, SockState::CloseWait));
+        t.add(tcp(0, SockState::FinWait1));
+        t.add(tcp(0, SockState::TimeWait));
+        t.add(tcp(0, SockState::NewSynRecv));
+        assert_eq!(t.by_inode.len(), 1);
+        assert_eq!(t.unowned.len(), 3);
+        let mask = SockState::FinWait1.kernel_bit() | SockState::NewSynRecv.kernel_bit();
+        let o = orphans_of(&t, mask);
+        assert_eq!(o.len(), 1, "request sockets belong to their listener");
+        assert_eq!(
+            (o[0].pid, o[0].comm.as_str(), o[0].fd, o[0].ino),
+            (0, "-", None, 0)
+        );
+        assert_eq!(o[0].socket.as_ref().unwrap().state, SockState::FinWait1);
+        assert_eq!(orphans_of(&t, u32::MAX).len(), 2);
+    }
+
+    #[test]
+    fn protos_deduplicated_and_other_dropped() {
+        assert_eq!(
+            dedup_protos(&[Proto::Udp, Proto::Tcp, Proto::Other, Proto::Udp]),
+            vec![Proto::Tcp, Proto::Udp]
+        );
+    }
+
     #[test]
     fn errno_text_is_lower_case_without_number() {
         let e = io::Error::from_raw_os_error(libc::EACCES);
@@ -722,7 +788,7 @@ mod tests {
         };
         assert_eq!(
             err.to_string(),
-            "cannot read /proc/812/fd: permission denied (run as root or as the process owner)"
+            "cannot read /proc/812/fd: permission denied (run as root or as the process owner; root is refused only for processes of another user namespace (container))"
         );
         assert_eq!(
             ResolveError::NoSuchPid { pid: 4242 }.to_string(),

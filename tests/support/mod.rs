@@ -44,13 +44,17 @@ pub fn build_c_fixture(name: &str, extra: &[&str]) -> PathBuf {
             std::process::id(),
             std::thread::current().id()
         ));
-        let st = Command::new("gcc")
-            .args(["-O1", "-g", "-Wall", "-pthread", "-o"])
+        let mut gcc = Command::new("gcc");
+        gcc.args(["-O1", "-g", "-Wall", "-pthread", "-o"])
             .arg(&tmp)
             .arg(&src)
-            .args(extra)
-            .status()
-            .expect("run gcc");
+            .args(extra);
+        // Installing Debian's cross compilers removes gcc-multilib and with it the
+        // /usr/include/asm link that -m32 builds rely on: name the biarch headers explicitly.
+        if extra.contains(&"-m32") && !Path::new("/usr/include/asm").exists() {
+            gcc.args(["-isystem", "/usr/include/x86_64-linux-gnu"]);
+        }
+        let st = gcc.status().expect("run gcc");
         assert!(st.success(), "gcc failed for {}", src.display());
         std::fs::rename(&tmp, &out).unwrap();
     }
@@ -176,44 +180,13 @@ impl Fixture {
     }
 }
 
-/// Build integration/fixtures/NAME.c natively or as an i386 program (`-m32`). The i386 build adds
-/// the biarch kernel headers explicitly: installing Debian's cross compilers removes gcc-multilib
-/// and with it the /usr/include/asm link that `-m32` builds otherwise rely on.
+/// Build integration/fixtures/NAME.c natively or as an i386 program (`-m32`).
 pub fn build_fixture(name: &str, m32: bool) -> PathBuf {
     // One build at a time per test binary: a dozen parallel tests compiling the same fixture at
     // once starve the live tests already running (their timing windows are a few seconds).
     static BUILD: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _one_at_a_time = BUILD.lock().unwrap_or_else(|e| e.into_inner());
-    if !m32 {
-        return build_c_fixture(name, &[]);
-    }
-    let src = repo_root()
-        .join("integration/fixtures")
-        .join(format!("{name}.c"));
-    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-i386"));
-    let fresh = match (std::fs::metadata(&src), std::fs::metadata(&out)) {
-        (Ok(s), Ok(o)) => o.modified().unwrap() >= s.modified().unwrap(),
-        _ => false,
-    };
-    if !fresh {
-        // Unique per thread too: the tests of one binary build the same fixture in parallel.
-        let tmp = out.with_extension(format!(
-            "tmp{}-{:?}",
-            std::process::id(),
-            std::thread::current().id()
-        ));
-        let mut gcc = Command::new("gcc");
-        gcc.args(["-O1", "-g", "-Wall", "-pthread", "-m32", "-o"])
-            .arg(&tmp)
-            .arg(&src);
-        if !Path::new("/usr/include/asm").exists() {
-            gcc.args(["-isystem", "/usr/include/x86_64-linux-gnu"]);
-        }
-        let st = gcc.status().expect("run gcc");
-        assert!(st.success(), "gcc -m32 failed for {}", src.display());
-        std::fs::rename(&tmp, &out).unwrap();
-    }
-    out
+    build_c_fixture(name, if m32 { &["-m32"] } else { &[] })
 }
 
 /// Inode of the object behind /proc/PID/fd/FD (the socket inode for sockets), if the fd is open.
