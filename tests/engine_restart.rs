@@ -44,7 +44,33 @@ fn parse_done(line: &str) -> Done {
     }
 }
 
+/// Run one case; when the machine was too slow for the surgery to land inside the fixture's call
+/// (the test thread starved for seconds), the run proves nothing: try again, up to 3 times.
 fn blocked_case(mode: &str, m32: bool) {
+    for attempt in 1..=3 {
+        match blocked_attempt(mode, m32) {
+            Ok(()) => return,
+            Err(why) => eprintln!("{mode}: attempt {attempt} inconclusive: {why}"),
+        }
+    }
+    panic!("{mode}: 3 attempts, the surgery never landed inside the {CALL_MS} ms call");
+}
+
+/// Poll `cond` until it holds (true) or `limit` passes (false).
+fn within(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + limit;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= end {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+fn blocked_attempt(mode: &str, m32: bool) -> Result<(), String> {
     let exe = build_fixture("rt_blocking", m32);
     let mut fx = Fixture::spawn(Command::new(exe).args([mode, &CALL_MS.to_string()]));
     let pid = fx.pid();
@@ -59,29 +85,28 @@ fn blocked_case(mode: &str, m32: bool) {
         .map(|w| w.parse().unwrap())
         .collect();
     let (fd, ino, nr, arg) = (f[0] as i32, f[1] as u64, f[2], f[3]);
+    let ready_at = Instant::now();
 
-    // The fd really is the CLOSE_WAIT socket the fixture says.
+    // The fd is the socket the fixture says (which saw TCP_INFO say CLOSE_WAIT before READY; the
+    // system-wide /proc/net/tcp is too slow to read inside the call's window).
     assert_eq!(
         fd_inode(pid, fd),
         Some(ino),
         "READY names fd {fd} inode {ino}"
     );
-    assert!(
-        tcp_inodes_in_state(pid, "08").contains(&ino),
-        "fd {fd} (inode {ino}) is in CLOSE_WAIT"
-    );
 
     // Wait until the main thread sits in the call (busy: until it burns CPU in user space).
-    if nr >= 0 {
-        wait_for(
-            &format!("{mode}: pid {pid} blocked in syscall {nr}"),
-            Duration::from_secs(10),
-            || blocked_syscall(pid, pid) == Some(nr),
-        );
+    let window = Duration::from_millis(CALL_MS / 2);
+    let in_call = if nr >= 0 {
+        within(window, || blocked_syscall(pid, pid) == Some(nr))
     } else {
-        wait_for("busy loop running", Duration::from_secs(10), || {
-            proc_state(pid) == Some('R')
-        });
+        within(window, || proc_state(pid) == Some('R'))
+    };
+    if !in_call {
+        return Err(format!(
+            "pid {pid} not seen in its call (syscall {nr}) {:?} after READY",
+            ready_at.elapsed()
+        ));
     }
     let started = Instant::now();
 
@@ -102,10 +127,12 @@ fn blocked_case(mode: &str, m32: bool) {
         "{mode}: engine detached"
     );
     // Otherwise the call may have ended before the surgery and this run proves nothing.
-    assert!(
-        took < Duration::from_millis(CALL_MS * 2 / 3),
-        "{mode}: surgery took {took:?}, too close to the {CALL_MS} ms call to prove anything"
-    );
+    if ready_at.elapsed() >= Duration::from_millis(CALL_MS * 2 / 3) {
+        return Err(format!(
+            "surgery took {took:?}, ended {:?} after READY: too close to the {CALL_MS} ms call",
+            ready_at.elapsed()
+        ));
+    }
     if nr >= 0 && mode != "epoll" {
         // A call restarted with its remaining time shows as restart_syscall. The thread needs a
         // moment (a scheduling slot) to re-enter it after the detach.
@@ -182,6 +209,7 @@ fn blocked_case(mode: &str, m32: bool) {
         }
         _ => unreachable!(),
     }
+    Ok(())
 }
 
 macro_rules! matrix {
