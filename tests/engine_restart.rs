@@ -76,10 +76,10 @@ fn blocked_attempt(mode: &str, m32: bool) -> Result<(), String> {
     let pid = fx.pid();
     let mut feed = None;
     if mode == "read" {
-        let port: u16 = fx.expect_line("LISTEN").parse().unwrap();
+        let port: u16 = fx.expect_line_within("LISTEN", LINE_LIMIT).parse().unwrap();
         feed = Some(TcpStream::connect(("127.0.0.1", port)).unwrap());
     }
-    let ready = fx.expect_line("READY");
+    let ready = fx.expect_line_within("READY", LINE_LIMIT);
     let f: Vec<i64> = ready
         .split_whitespace()
         .map(|w| w.parse().unwrap())
@@ -156,7 +156,7 @@ fn blocked_attempt(mode: &str, m32: bool) -> Result<(), String> {
         }
         _ => {}
     }
-    let d = parse_done(&fx.expect_line(&format!("DONE {mode}")));
+    let d = parse_done(&fx.expect_line_within(&format!("DONE {mode}"), LINE_LIMIT));
     assert!(
         d.errno < 512,
         "{mode}: kernel-internal errno {} leaked",
@@ -242,8 +242,8 @@ fn leaker(args: &[&str]) -> (Fixture, Vec<(i32, u64)>) {
 
 fn leaker_for(m32: bool, args: &[&str]) -> (Fixture, Vec<(i32, u64)>) {
     let mut fx = spawn_interactive(Command::new(build_fixture("rt_leaker", m32)).args(args));
-    let leaked = fx.expect_line("LEAKED");
-    fx.expect_line("READY");
+    let leaked = fx.expect_line_within("LEAKED", LINE_LIMIT);
+    fx.expect_line_within("READY", LINE_LIMIT);
     let pid = fx.pid();
     let fds = leaked
         .split_whitespace()
@@ -263,7 +263,7 @@ fn prestopped_process_stays_stopped() {
     let mut fx = Fixture::spawn(Command::new(exe).args(["nanosleep", "1000"]));
     let pid = fx.pid();
     let f: Vec<i64> = fx
-        .expect_line("READY")
+        .expect_line_within("READY", LINE_LIMIT)
         .split_whitespace()
         .map(|w| w.parse().unwrap())
         .collect();
@@ -290,7 +290,7 @@ fn prestopped_process_stays_stopped() {
     );
 
     assert!(send_signal(pid, libc::SIGCONT));
-    let d = parse_done(&fx.expect_line("DONE nanosleep"));
+    let d = parse_done(&fx.expect_line_within("DONE nanosleep", LINE_LIMIT));
     assert_eq!(
         (d.ret, d.errno),
         (0, 0),

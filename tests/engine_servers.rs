@@ -139,7 +139,7 @@ fn leak(pid: i32, port: u16, n: usize) -> Vec<(i32, u64)> {
 
 fn server_survives_close_wait_cleanup(mut fx: Fixture) {
     let pid = fx.pid();
-    let port: u16 = fx.expect_line("PORT").parse().unwrap();
+    let port: u16 = fx.expect_line_within("PORT", LINE_LIMIT).parse().unwrap();
     let mut live: Vec<Client> = (0..3).map(|_| Client::connect(port)).collect();
     for (i, c) in live.iter_mut().enumerate() {
         c.ping(&format!("live{i}"));
@@ -204,7 +204,7 @@ fn shutdown_ends_connection_keeps_fd() {
 
 fn shutdown_case(mut fx: Fixture) {
     let pid = fx.pid();
-    let port: u16 = fx.expect_line("PORT").parse().unwrap();
+    let port: u16 = fx.expect_line_within("PORT", LINE_LIMIT).parse().unwrap();
     let mut victim = Client::connect(port);
     let mut bystander = Client::connect(port);
     victim.ping("v");
@@ -240,7 +240,7 @@ fn shutdown_case(mut fx: Fixture) {
 fn close_removes_fd() {
     let mut fx = python_server();
     let pid = fx.pid();
-    let port: u16 = fx.expect_line("PORT").parse().unwrap();
+    let port: u16 = fx.expect_line_within("PORT", LINE_LIMIT).parse().unwrap();
     let leaked = leak(pid, port, 3);
     let outcomes = operate_ok(pid, surgeries(&leaked, || Op::Close));
     assert_all_done(&outcomes);
@@ -274,7 +274,7 @@ fn replace_keeps_number_on_dead_socket() {
 
 fn replace_case(mut fx: Fixture) {
     let pid = fx.pid();
-    let port: u16 = fx.expect_line("PORT").parse().unwrap();
+    let port: u16 = fx.expect_line_within("PORT", LINE_LIMIT).parse().unwrap();
     let mut live = Client::connect(port);
     live.ping("live");
     let leaked = leak(pid, port, 5);

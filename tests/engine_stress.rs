@@ -18,8 +18,8 @@ const THREADS: usize = 100;
 
 fn spawn_leaker(m32: bool, args: &[&str]) -> (Fixture, Vec<(i32, u64)>) {
     let mut fx = spawn_interactive(Command::new(build_fixture("rt_leaker", m32)).args(args));
-    let leaked = fx.expect_line("LEAKED");
-    fx.expect_line("READY");
+    let leaked = fx.expect_line_within("LEAKED", LINE_LIMIT);
+    fx.expect_line_within("READY", LINE_LIMIT);
     let pid = fx.pid();
     let fds = leaked
         .split_whitespace()
