@@ -24,21 +24,32 @@ fn python_server() -> Fixture {
     Fixture::spawn(Command::new("python3").arg("-u").arg(script))
 }
 
-/// javac LeakyServer.java once per test binary into the cargo test temp dir.
+/// javac LeakyServer.java once into the cargo test temp dir (again only when the source is newer).
 fn java_classes() -> &'static PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("leaky-java-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let src = repo_root().join("integration/fixtures/LeakyServer.java");
+        let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+        let dir = tmp.join("leaky-java");
+        let modified = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+        if modified(&dir.join("LeakyServer.class")) >= modified(&src) {
+            return dir;
+        }
+        // Compile aside and rename into place, so parallel test binaries never see half a build.
+        let mine = tmp.join(format!("leaky-java-{}", std::process::id()));
+        std::fs::create_dir_all(&mine).unwrap();
         let st = Command::new("javac")
             .arg("-d")
-            .arg(&dir)
-            .arg(repo_root().join("integration/fixtures/LeakyServer.java"))
+            .arg(&mine)
+            .arg(&src)
             .status()
             .expect("run javac");
         assert!(st.success(), "javac LeakyServer.java failed");
-        dir
+        let _ = std::fs::remove_dir_all(&dir);
+        match std::fs::rename(&mine, &dir) {
+            Ok(()) => dir,
+            Err(_) => mine, // another test binary won the race: use our own copy
+        }
     })
 }
 
