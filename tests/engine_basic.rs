@@ -638,3 +638,79 @@ fn a_thread_traced_elsewhere_is_named_and_the_rest_let_go() {
     let c = checks(&mut t);
     assert_eq!(c[&t.unix0].0, 0, "nothing was changed");
 }
+
+/// SIGTERM sent to fdclose in the middle of a long surgery waits until every thread of the target
+/// has its registers back and is detached; then it takes effect.
+#[test]
+fn sigterm_to_fdclose_waits_for_the_restore() {
+    use std::os::unix::process::ExitStatusExt;
+    let exe = build_c_fixture("engine_basic", &[]);
+    let mut fx = Fixture::spawn(Command::new(exe).args(["many", "10000"]));
+    let r: Vec<i32> = fx
+        .expect_line("MANY")
+        .split_whitespace()
+        .map(|w| w.parse().unwrap())
+        .collect();
+    let n: Vec<i32> = fx
+        .expect_line("READY")
+        .split_whitespace()
+        .map(|w| w.parse().unwrap())
+        .collect();
+    let pid = fx.pid();
+    let dir = tempfile::tempdir().unwrap();
+    let jpath = dir.path().join("j.jsonl");
+    let mut cmd = fdclose();
+    cmd.args(["--pid", &pid.to_string(), "--yes", "--journal"])
+        .arg(&jpath)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    for fd in r[0]..=r[1] {
+        cmd.args(["--fd", &fd.to_string()]);
+    }
+    // Not a Fixture: that pipes stdout, which nobody would read here.
+    struct Reaped(std::process::Child);
+    impl Drop for Reaped {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut tool = Reaped(cmd.stdin(std::process::Stdio::null()).spawn().unwrap());
+    wait_for("fdclose to attach", Duration::from_secs(30), || {
+        status_field(pid, "TracerPid").is_some_and(|t| t != "0")
+    });
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(tool.0.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let mut status = None;
+    wait_for("fdclose to end", Duration::from_secs(60), || {
+        status = tool.0.try_wait().unwrap();
+        status.is_some()
+    });
+    assert_eq!(
+        status.unwrap().signal(),
+        Some(libc::SIGTERM),
+        "it did die of SIGTERM"
+    );
+    assert_untraced_and_running(pid);
+    // The journal ends with the detach record: the process was restored before fdclose died.
+    let text = std::fs::read_to_string(&jpath).unwrap();
+    let last: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    assert_eq!(last["type"], "detach", "{last}");
+    assert_eq!(last["restored"], true, "{last}");
+    let mut t = Target {
+        fx,
+        pid,
+        listen: n[1],
+        client: n[2],
+        accepted: n[3],
+        pipe_r: n[4],
+        pipe_w: n[5],
+        unix0: n[6],
+    };
+    // The fixture is healthy (no failed or early nanosleep, reader still waiting).
+    let c = checks(&mut t);
+    assert_eq!(c[&t.unix0].0, 0);
+}

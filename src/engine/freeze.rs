@@ -232,8 +232,9 @@ impl Frozen {
 
     fn detach_one(&mut self, tid: i32) -> Result<(), EngineError> {
         match tracee::detach(tid) {
-            Ok(()) | Err(Errno::ESRCH) if procfs::status(self.pid).is_err() => Ok(()),
             Ok(()) => Ok(()),
+            // The process is gone: nothing left to let go of.
+            Err(Errno::ESRCH) if procfs::status(self.pid).is_err() => Ok(()),
             Err(Errno::ESRCH) => {
                 // Not in a ptrace stop (it was running): stop it, then detach.
                 let _ = tracee::interrupt(tid);
