@@ -347,6 +347,8 @@ pub fn operate(
     let flushed = run.flush();
     let journal_path = run.journal.path().display().to_string();
     let trouble = match (restored, released, flushed) {
+        // No registers to give back to a process that is gone.
+        (Err(e @ EngineError::Exited { .. }), _, _) => Some(e),
         (Err(e), _, _) => Some(EngineError::NotRestored {
             pid,
             tid,
