@@ -1,7 +1,7 @@
 //! Close every CLOSE_WAIT socket of one process through the engine library, and say how long it
 //! took. Used by integration/bench/engine-vs-gdb.sh until the `fdclose` command is wired.
 //!
-//!   cargo run --release --example engine_bench -- PID [--no-freeze]
+//!   cargo run --release --example engine_bench -- PID [--no-freeze] [--op close|shutdown|replace]
 
 use fdclose::engine::{self, EngineOptions, Op, Surgery};
 use fdclose::journal::Journal;
@@ -28,8 +28,19 @@ fn main() {
     let pid: i32 = args
         .get(1)
         .and_then(|a| a.parse().ok())
-        .expect("usage: engine_bench PID [--no-freeze]");
+        .expect("usage: engine_bench PID [--no-freeze] [--op close|shutdown|replace]");
     let freeze = !args.iter().any(|a| a == "--no-freeze");
+    let op = match args
+        .iter()
+        .position(|a| a == "--op")
+        .and_then(|i| args.get(i + 1))
+        .map(String::as_str)
+    {
+        None | Some("close") => Op::Close,
+        Some("shutdown") => Op::Shutdown(fdclose::plan::How::Rdwr),
+        Some("replace") => Op::Replace,
+        Some(other) => panic!("unknown --op {other}"),
+    };
 
     let t0 = Instant::now();
     let inodes = close_wait_inodes(pid);
@@ -52,7 +63,7 @@ fn main() {
             surgeries.push(Surgery {
                 fd,
                 expect_ino: ino,
-                op: Op::Close,
+                op,
             });
         }
     }

@@ -22,11 +22,11 @@ fn cli_closes_close_wait_fds_of_live_process() {
         Command::new(build_fixture("rt_leaker", false)).args(["-n", "40", "-t", "8"]),
     );
     let leaked: Vec<i32> = fx
-        .expect_line("LEAKED")
+        .expect_line_within("LEAKED", LINE_LIMIT)
         .split_whitespace()
         .map(|w| w.parse().unwrap())
         .collect();
-    fx.expect_line("READY");
+    fx.expect_line_within("READY", LINE_LIMIT);
     let pid = fx.pid();
     let before = fd_table(pid);
     let journal = journal_path("close");
@@ -111,7 +111,7 @@ fn cli_relieves_python_server() {
     let script = repo_root().join("integration/fixtures/leaky_server.py");
     let mut fx = Fixture::spawn(Command::new("python3").arg("-u").arg(script));
     let pid = fx.pid();
-    let port: u16 = fx.expect_line("PORT").parse().unwrap();
+    let port: u16 = fx.expect_line_within("PORT", LINE_LIMIT).parse().unwrap();
     let ping = |tag: &str| {
         use std::io::{BufRead, BufReader, Write};
         let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();

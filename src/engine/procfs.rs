@@ -240,6 +240,24 @@ pub fn status(pid: i32) -> Result<Status, EngineError> {
     read_proc(pid, "status").map(|t| parse_status(&t))
 }
 
+/// The process has exited: /proc has no status for it any more, or it is a zombie (Z) or dead (X)
+/// whose status is still readable until its parent reaps it. Asked after ptrace said ESRCH about
+/// a thread we hold stopped, which only SIGKILL can do: the process may still be tearing its
+/// threads down, so give it a moment (bounded) to become a zombie before saying it is alive.
+pub fn gone(pid: i32) -> bool {
+    let dead = || status(pid).map_or(true, |s| matches!(s.state, 'Z' | 'X'));
+    let end = std::time::Instant::now() + std::time::Duration::from_millis(250);
+    loop {
+        if dead() {
+            return true;
+        }
+        if std::time::Instant::now() >= end {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+}
+
 pub fn comm(pid: i32) -> String {
     std::fs::read_to_string(format!("/proc/{pid}/comm"))
         .map(|s| s.trim_end().to_string())

@@ -76,3 +76,9 @@ pub fn assert_all_done(outcomes: &[Outcome]) {
         assert!(o.is_done(), "surgery #{i} not done: {o:?}");
     }
 }
+
+/// Send `sig` to `pid`; true when kill(2) accepted it.
+pub fn send_signal(pid: i32, sig: i32) -> bool {
+    // SAFETY: kill(2) takes two integers and touches no memory of ours.
+    unsafe { libc::kill(pid, sig) == 0 }
+}

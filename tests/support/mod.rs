@@ -176,12 +176,16 @@ impl Fixture {
     /// Send a command and return the rest of the first reply line that starts with `prefix`.
     pub fn ask(&mut self, line: &str, prefix: &str) -> String {
         self.send(line);
-        self.expect_line(prefix)
+        self.expect_line_within(prefix, LINE_LIMIT)
     }
 }
 
 /// Build integration/fixtures/NAME.c natively or as an i386 program (`-m32`).
 pub fn build_fixture(name: &str, m32: bool) -> PathBuf {
+    // One build at a time per test binary: a dozen parallel tests compiling the same fixture at
+    // once starve the live tests already running (their timing windows are a few seconds).
+    static BUILD: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = BUILD.lock().unwrap_or_else(|e| e.into_inner());
     build_c_fixture(name, if m32 { &["-m32"] } else { &[] })
 }
 
@@ -243,3 +247,63 @@ pub fn proc_state(pid: i32) -> Option<char> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     s.rsplit_once(')')?.1.trim_start().chars().next()
 }
+
+impl Fixture {
+    /// Like `expect_line`, but panics when no such line arrives within `limit` (a fixture whose
+    /// call never returns fails the test instead of hanging it).
+    pub fn expect_line_within(&mut self, prefix: &str, limit: Duration) -> String {
+        use std::os::fd::AsRawFd;
+        let end = Instant::now() + limit;
+        let reader = self.lines.as_mut().unwrap();
+        let mut line = Vec::new();
+        loop {
+            // Take what is buffered up to a newline; block (in poll, with the deadline) only
+            // when the buffer is empty.
+            if reader.buffer().is_empty() {
+                let left = end.saturating_duration_since(Instant::now());
+                assert!(
+                    !left.is_zero(),
+                    "timed out after {limit:?} waiting for a {prefix:?} line from fixture {}",
+                    self.child.id()
+                );
+                let mut pfd = libc::pollfd {
+                    fd: reader.get_ref().as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                // SAFETY: one valid pollfd, count 1; the fd is the child's stdout pipe we own.
+                let n = unsafe {
+                    libc::poll(&mut pfd, 1, left.as_millis().min(i32::MAX as u128) as i32)
+                };
+                if n <= 0 {
+                    continue;
+                }
+            }
+            let buf = reader.fill_buf().unwrap();
+            assert!(
+                !buf.is_empty(),
+                "fixture {} closed its stdout",
+                self.child.id()
+            );
+            match buf.iter().position(|&b| b == b'\n') {
+                Some(i) => {
+                    line.extend_from_slice(&buf[..i]);
+                    reader.consume(i + 1);
+                    let l = String::from_utf8_lossy(&line).trim_end().to_string();
+                    line.clear();
+                    if let Some(rest) = l.strip_prefix(prefix) {
+                        return rest.trim().to_string();
+                    }
+                }
+                None => {
+                    let n = buf.len();
+                    line.extend_from_slice(buf);
+                    reader.consume(n);
+                }
+            }
+        }
+    }
+}
+
+/// How long the live tests wait for any one line from a fixture.
+pub const LINE_LIMIT: Duration = Duration::from_secs(60);
