@@ -287,3 +287,36 @@ fn fd_planned_twice_is_closed_once() {
         assert!(!table.contains_key(&fd));
     }
 }
+
+/// Shutting down many fds in one attach: the TCP tables are read once before and once after the
+/// batch, and each fd's own state change is what verifies it (CLOSE_WAIT → LAST_ACK, and on
+/// loopback at once CLOSE, unlisted); the live connection that was not planned stays ESTABLISHED.
+#[test]
+fn shutdowns_are_verified_per_fd_from_one_read_of_the_tables() {
+    use fdclose::plan::How;
+    let (mut fx, pid) = start(false, &[]);
+    let before = inodes(pid);
+    let surg: Vec<Surgery> = (FIRST..=LAST)
+        .filter(|&fd| fd != KEEP)
+        .map(|fd| Surgery {
+            fd,
+            expect_ino: before[&fd],
+            op: Op::Shutdown(How::Wr),
+        })
+        .collect();
+    let (_d, mut j) = journal();
+    let out = engine::operate(pid, &surg, &EngineOptions::default(), &mut j).unwrap();
+    assert!(out.iter().all(done_verified), "{out:?}");
+    let close_wait = support::tcp_inodes_in_state(pid, "08");
+    for s in &surg {
+        assert!(
+            !close_wait.contains(&s.expect_ino),
+            "fd {} left CLOSE_WAIT",
+            s.fd
+        );
+    }
+    assert!(support::tcp_inodes_in_state(pid, "01").contains(&before[&KEEP]));
+    // Shutdown keeps every fd open.
+    assert_eq!(inodes(pid), before);
+    assert_eq!(fx.ask(&format!("live {KEEP}"), "LIVE"), format!("{KEEP} 0"));
+}

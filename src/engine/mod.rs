@@ -526,9 +526,15 @@ impl Run<'_> {
         &mut self,
         inj: &mut Injector,
         surgeries: &[Surgery],
-        mut ready: Vec<usize>,
+        ready: Vec<usize>,
         out: &mut [Option<Outcome>],
     ) {
+        let (shutdowns, mut ready): (Vec<usize>, Vec<usize>) = ready
+            .into_iter()
+            .partition(|&i| matches!(surgeries[i].op, Op::Shutdown(_)));
+        if !shutdowns.is_empty() {
+            self.shutdowns(inj, surgeries, &shutdowns, out, !self.frozen);
+        }
         // Only with every thread stopped: then no fd inside a run can change between its check
         // and the call. With --no-freeze each fd is checked again right before its own close.
         if self.frozen && self.close_range {
@@ -567,6 +573,63 @@ impl Run<'_> {
                 Some(o) => o,
                 None => self.one(inj, &surgeries[i], recheck),
             });
+        }
+    }
+
+    /// Shut down each of `idx` (one fd at a time), judging the effect from one read of the TCP
+    /// tables before the batch and one after it, instead of two per fd.
+    fn shutdowns(
+        &mut self,
+        inj: &mut Injector,
+        surgeries: &[Surgery],
+        idx: &[usize],
+        out: &mut [Option<Outcome>],
+        recheck: bool,
+    ) {
+        let before = verify::tcp_states(self.pid, self.fds.tid());
+        let mut done = Vec::new();
+        for &i in idx {
+            let s = &surgeries[i];
+            if let Some(o) = self.halted() {
+                out[i] = Some(o);
+                continue;
+            }
+            if recheck {
+                if let Err(o) = self.check(s) {
+                    self.push_after(inj, s, &op_text(s.op), 0, &o);
+                    out[i] = Some(o);
+                    continue;
+                }
+            }
+            let (r, o) = match self.perform(inj, s) {
+                Ok((r, o @ Outcome::Done { .. })) => {
+                    done.push((i, r, o));
+                    continue;
+                }
+                Ok((r, o)) => (r, o),
+                Err(e) => (0, self.failure(e)),
+            };
+            self.push_after(inj, s, &op_text(s.op), r, &o);
+            out[i] = Some(o);
+        }
+        if done.is_empty() {
+            return;
+        }
+        let after = verify::tcp_states(self.pid, self.fds.tid());
+        for (i, r, o) in done {
+            let s = &surgeries[i];
+            let ino = s.expect_ino;
+            let (verified, vnote) =
+                shutdown_verdict(before.get(&ino).copied(), after.get(&ino).copied());
+            let o = match o {
+                Outcome::Done { note, .. } => Outcome::Done {
+                    verified,
+                    note: note.or(vnote),
+                },
+                o => o,
+            };
+            self.push_after(inj, s, &op_text(s.op), r, &o);
+            out[i] = Some(o);
         }
     }
 
@@ -815,26 +878,27 @@ impl Run<'_> {
                 ),
                 None => (false, Some(format!("fd {} is not open any more", s.fd))),
             },
-            Op::Shutdown(how) => {
-                let after = verify::tcp_state(self.pid, self.fds.tid(), ino);
-                if verify::shutdown_took_effect(tcp_before, after) {
-                    (true, None)
-                } else if tcp_before.is_none() {
-                    (
-                        false,
-                        Some(
-                            "not a listed TCP socket: the effect cannot be seen from /proc".into(),
-                        ),
-                    )
-                } else {
-                    let _ = how;
-                    (
-                        false,
-                        Some("the TCP state did not change (expected for SHUT_RD)".into()),
-                    )
-                }
+            Op::Shutdown(_) => {
+                shutdown_verdict(tcp_before, verify::tcp_state(self.pid, self.fds.tid(), ino))
             }
         }
+    }
+}
+
+/// (verified, note when not) for a shutdown, from the socket's TCP state before and after.
+fn shutdown_verdict(before: Option<u8>, after: Option<u8>) -> (bool, Option<String>) {
+    if verify::shutdown_took_effect(before, after) {
+        (true, None)
+    } else if before.is_none() {
+        (
+            false,
+            Some("not a listed TCP socket: the effect cannot be seen from /proc".into()),
+        )
+    } else {
+        (
+            false,
+            Some("the TCP state did not change (expected for SHUT_RD)".into()),
+        )
     }
 }
 
