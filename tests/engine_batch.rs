@@ -259,6 +259,40 @@ fn refused_close_range_falls_back_i386() {
     refused_close_range_falls_back(true);
 }
 
+/// Under a seccomp filter the first fd of each run is closed with close(2), for the filter to
+/// judge; close_range takes the rest of the run only once that went through.
+#[test]
+fn seccomp_filter_judges_a_plain_close_first() {
+    let (mut fx, pid) = start(false, &["seccomp_neutral"]);
+    assert_eq!(support::status_field(pid, "Seccomp").as_deref(), Some("2"));
+    let before = inodes(pid);
+    let surg: Vec<Surgery> = (FIRST..=LAST)
+        .filter(|&fd| fd != KEEP)
+        .map(|fd| Surgery {
+            fd,
+            expect_ino: before[&fd],
+            op: Op::Close,
+        })
+        .collect();
+    let (_d, mut j) = journal();
+    let out = engine::operate(pid, &surg, &EngineOptions::default(), &mut j).unwrap();
+    assert!(out.iter().all(done_verified), "{out:?}");
+    assert_exactly_closed(pid, &before, KEEP);
+    let e = entries(j.path());
+    let plain: Vec<i64> = e
+        .iter()
+        .filter(|x| x["type"] == "after" && x["action"] == "close")
+        .map(|x| x["fd"].as_i64().unwrap())
+        .collect();
+    assert_eq!(
+        plain,
+        vec![FIRST as i64, KEEP as i64 + 1],
+        "first of each run"
+    );
+    assert_eq!(after_actions(&e), (8, 2));
+    assert_eq!(fx.ask(&format!("live {KEEP}"), "LIVE"), format!("{KEEP} 0"));
+}
+
 /// An fd planned twice is acted on once; the second surgery is checked after the first call and
 /// finds it gone. Neighbours stay.
 #[test]

@@ -642,6 +642,24 @@ impl Run<'_> {
         idx: &[usize],
         out: &mut [Option<Outcome>],
     ) {
+        // A seccomp filter judges the calls it sees: let it judge a plain close(2) of the run's
+        // first fd before close_range takes the rest, so a program whose filter refuses close
+        // gets every fd refused (and reported) as gdb's `call close` would, not bypassed.
+        let idx = if self.seccomp {
+            let o = self.one(inj, &surgeries[idx[0]], false);
+            let allowed = o.is_done();
+            out[idx[0]] = Some(o);
+            if !allowed {
+                self.close_range = false;
+            }
+            if !allowed || idx.len() < 3 || self.stop.is_some() {
+                self.each(inj, surgeries, &idx[1..], out, false);
+                return;
+            }
+            &idx[1..]
+        } else {
+            idx
+        };
         let first = surgeries[idx[0]].fd;
         let last = surgeries[idx[idx.len() - 1]].fd;
         debug_assert_eq!((last - first) as usize + 1, idx.len());
