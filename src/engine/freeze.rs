@@ -185,7 +185,7 @@ impl Frozen {
     }
 
     fn ptrace_err(&self, tid: i32, op: &'static str, errno: Errno) -> EngineError {
-        if errno == Errno::ESRCH && procfs::status(self.pid).is_err() {
+        if errno == Errno::ESRCH && procfs::gone(self.pid) {
             return EngineError::Exited {
                 pid: self.pid,
                 during: op.into(),
@@ -234,7 +234,7 @@ impl Frozen {
         match tracee::detach(tid) {
             Ok(()) => Ok(()),
             // The process is gone: nothing left to let go of.
-            Err(Errno::ESRCH) if procfs::status(self.pid).is_err() => Ok(()),
+            Err(Errno::ESRCH) if procfs::gone(self.pid) => Ok(()),
             Err(Errno::ESRCH) => {
                 // Not in a ptrace stop (it was running): stop it, then detach.
                 let _ = tracee::interrupt(tid);

@@ -210,7 +210,7 @@ impl Injector {
     }
 
     fn perr(&self, op: &'static str, errno: Errno) -> EngineError {
-        if errno == Errno::ESRCH && super::procfs::status(self.pid).is_err() {
+        if errno == Errno::ESRCH && super::procfs::gone(self.pid) {
             return EngineError::Exited {
                 pid: self.pid,
                 during: op.into(),

@@ -759,7 +759,17 @@ fn pick_thread(
             Some(Candidate { tid, abi, sc })
         })
         .collect();
-    choose_thread(&candidates, riscv_buggy).map_err(|what| EngineError::Unsupported { pid, what })
+    choose_thread(&candidates, riscv_buggy).map_err(|what| {
+        // Every thread vanished between the freeze and now: say that, not "no thread stopped".
+        if candidates.is_empty() && procfs::gone(pid) {
+            EngineError::Exited {
+                pid,
+                during: "choosing a thread to inject through".into(),
+            }
+        } else {
+            EngineError::Unsupported { pid, what }
+        }
+    })
 }
 
 /// A stopped thread we could inject through: its ABI (`None`: one fdclose does not support) and

@@ -240,6 +240,12 @@ pub fn status(pid: i32) -> Result<Status, EngineError> {
     read_proc(pid, "status").map(|t| parse_status(&t))
 }
 
+/// The process has exited: /proc has no status for it any more, or it is a zombie (Z) or dead (X)
+/// whose status is still readable until its parent reaps it. ptrace answers ESRCH in all three.
+pub fn gone(pid: i32) -> bool {
+    status(pid).map_or(true, |s| matches!(s.state, 'Z' | 'X'))
+}
+
 pub fn comm(pid: i32) -> String {
     std::fs::read_to_string(format!("/proc/{pid}/comm"))
         .map(|s| s.trim_end().to_string())
