@@ -397,8 +397,6 @@ fn target_exits(when: Moment) {
 /// The operator must read that the process went away — not that a register restore failed or
 /// that no thread could be stopped. Six kills, at both moments: every report must say so.
 #[test]
-#[ignore = "known engine bug (main 172d81d): ESRCH from a killed target still in do_exit is \
-            reported as a ptrace/restore failure; see /work/wt/ENGINE-BUGS.md. Run with --ignored"]
 fn target_exit_is_reported_as_an_exit() {
     for when in [Moment::Seized, Moment::FirstFdClosed].repeat(3) {
         kill_during_surgery(when, true);
