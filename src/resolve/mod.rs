@@ -14,6 +14,7 @@
 pub mod diag;
 pub mod fds;
 pub mod netns;
+pub mod pidfd;
 pub mod proc_net;
 
 use crate::model::{Match, Process, Proto, SockState, SocketEntry, Unreadable};
@@ -58,7 +59,8 @@ pub struct Resolution {
     /// pid 0, comm "-", fd None, ino 0, socket Some(..).
     pub orphans: Vec<Match>,
     pub unreadable: Vec<Unreadable>,
-    /// "sock_diag" or "/proc/net" (fallback), for the report.
+    /// "sock_diag", "pidfd" (the target's own fds asked, see [`pidfd`]) or "/proc/net"
+    /// (fallback), for the report.
     pub source: &'static str,
     /// Namespace the orphans were listed in (and where SOCK_DESTROY must run): `None` = ours.
     pub orphans_netns: Option<PathBuf>,
@@ -135,14 +137,36 @@ pub fn resolve(q: &Query) -> Result<Resolution, ResolveError> {
 /// Where socket tables come from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
-    /// sock_diag, falling back to /proc/PID/net per protocol when netlink is unavailable.
+    /// sock_diag, falling back to /proc/PID/net per protocol when netlink is unavailable; or
+    /// [`Backend::Pidfd`] when it is cheaper and possible (see [`pidfd_fits`]).
     Auto,
+    /// Ask each socket fd of the targets itself, through pidfd_getfd ([`pidfd`]): only for
+    /// listed pids, TCP only, no orphans, no `include_fds`. Chosen explicitly, a query it cannot
+    /// answer is an error.
+    Pidfd,
     /// /proc/PID/net only, as on a kernel without sock_diag (for comparisons and tests).
     ProcNet,
 }
 
 /// [`resolve`] with a chosen socket-table backend.
 pub fn resolve_with(q: &Query, backend: Backend) -> Result<Resolution, ResolveError> {
+    match backend {
+        Backend::Pidfd => {
+            if !pidfd_query(q) {
+                return Err(ResolveError::Sockets {
+                    path: "pidfd".into(),
+                    source: io::Error::from_raw_os_error(libc::EINVAL),
+                });
+            }
+            return resolve_pidfd(q, true).map(|r| r.expect("forced: never declined"));
+        }
+        Backend::Auto if pidfd_query(q) => {
+            if let Some(r) = resolve_pidfd(q, false)? {
+                return Ok(r);
+            }
+        }
+        _ => {}
+    }
     let me = std::process::id() as i32;
     let mut unreadable = Vec::new();
     let listed = matches!(q.targets, Targets::Listed { .. });
@@ -422,6 +446,104 @@ fn read_tables(
         }
     }
     Ok(tables)
+}
+
+/// Whether the pidfd backend can answer `q` at all: listed pids only (no name search), TCP only,
+/// no orphans (they have no fd to ask) and no `include_fds` (they may be of any kind).
+fn pidfd_query(q: &Query) -> bool {
+    matches!(&q.targets, Targets::Listed { pids, comms } if !pids.is_empty() && comms.is_empty())
+        && dedup_protos(&q.protos) == [Proto::Tcp]
+        && !q.orphans
+        && q.include_fds.is_empty()
+}
+
+/// The rule [`Backend::Auto`] follows once the fd tables are read: ask the target's sockets
+/// themselves when they are fewer than the host's TCP sockets (/proc/net/sockstat: allocated
+/// plus TIME-WAIT), which sock_diag would walk; else dump. A few syscalls per fd against a walk
+/// of every socket of the kernel: pidfd wins well before the counts are equal, so the rule
+/// errs towards sock_diag only where both are fast.
+pub fn pidfd_fits(target_socket_fds: usize, host_tcp_sockets: Option<u64>) -> bool {
+    host_tcp_sockets.is_some_and(|h| (target_socket_fds as u64) < h)
+}
+
+/// [`Backend::Pidfd`]. Not `forced` (from [`Backend::Auto`]): `Ok(None)` whenever pidfd cannot
+/// or should not be used — no pidfd_open/pidfd_getfd (Linux < 5.6, seccomp), refused (EPERM),
+/// or more socket fds than [`pidfd_fits`] allows — for the caller to take the sock_diag path.
+fn resolve_pidfd(q: &Query, forced: bool) -> Result<Option<Resolution>, ResolveError> {
+    let me = std::process::id() as i32;
+    let mut unreadable = Vec::new();
+    let procs = find_processes(&q.targets, me, &mut unreadable)?;
+    let explicit: HashSet<i32> = match &q.targets {
+        Targets::Listed { pids, .. } => pids.iter().copied().collect(),
+        Targets::All => HashSet::new(),
+    };
+    // pidfds first: where the kernel has none, nothing has been read in vain.
+    let mut pidfds = HashMap::new();
+    for p in &procs {
+        match pidfd::open(p.pid) {
+            Ok(fd) => {
+                pidfds.insert(p.pid, fd);
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {
+                return Err(ResolveError::NoSuchPid { pid: p.pid })
+            }
+            Err(source) if forced => {
+                return Err(ResolveError::Sockets {
+                    path: format!("pidfd of pid {}", p.pid),
+                    source,
+                })
+            }
+            Err(_) => return Ok(None),
+        }
+    }
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
+    let tables = read_tables(procs, true, &explicit, threads, &mut unreadable)?;
+    let socket_fds: usize = tables.iter().map(|(_, t)| t.sockets.len()).sum();
+    if !forced && !pidfd_fits(socket_fds, pidfd::host_tcp_sockets()) {
+        return Ok(None);
+    }
+
+    let mut matches = Vec::new();
+    for (p, t) in &tables {
+        let pidfd = &pidfds[&p.pid];
+        let watchers = t.epoll_watchers();
+        for s in &t.sockets {
+            let probe = match pidfd::probe(pidfd, s.fd, s.inode) {
+                Ok(pidfd::Probed::Tcp(probe)) => probe,
+                // Not TCP, or the fd changed since we listed it: not ours to report.
+                Ok(_) => continue,
+                Err(source) if forced => {
+                    return Err(ResolveError::Sockets {
+                        path: format!("/proc/{}/fd/{}", p.pid, s.fd),
+                        source,
+                    })
+                }
+                Err(_) => return Ok(None),
+            };
+            let e = pidfd::entry_of(&probe);
+            if e.state.kernel_bit() & q.state_mask == 0 {
+                continue;
+            }
+            matches.push(Match {
+                pid: p.pid,
+                comm: p.comm.clone(),
+                fd: Some(s.fd),
+                ino: s.inode,
+                target: format!("socket:[{}]", s.inode),
+                socket: Some(e),
+                epoll: watchers.get(&(s.fd, s.inode)).cloned().unwrap_or_default(),
+            });
+        }
+    }
+    matches.sort_by_key(|m| (m.pid, m.fd));
+    Ok(Some(Resolution {
+        processes: tables.into_iter().map(|(p, _)| p).collect(),
+        matches,
+        orphans: Vec::new(),
+        unreadable,
+        source: "pidfd",
+        orphans_netns: None,
+    }))
 }
 
 fn dedup_protos(p: &[Proto]) -> Vec<Proto> {
@@ -767,6 +889,38 @@ mod tests {
         );
         assert_eq!(o[0].socket.as_ref().unwrap().state, SockState::FinWait1);
         assert_eq!(orphans_of(&t, u32::MAX).len(), 2);
+    }
+
+    #[test]
+    fn pidfd_only_for_tcp_of_listed_pids_and_fewer_fds_than_host_sockets() {
+        let q = Query {
+            targets: Targets::Listed {
+                pids: vec![812],
+                comms: vec![],
+            },
+            protos: vec![Proto::Tcp, Proto::Tcp],
+            state_mask: SockState::CloseWait.kernel_bit(),
+            include_fds: vec![],
+            orphans: false,
+            netns: None,
+        };
+        assert!(pidfd_query(&q));
+        let with = |f: &dyn Fn(&mut Query)| {
+            let mut q = q.clone();
+            f(&mut q);
+            pidfd_query(&q)
+        };
+        assert!(!with(&|q| q.orphans = true));
+        assert!(!with(&|q| q.include_fds = vec![3]));
+        assert!(!with(&|q| q.protos.push(Proto::Udp)));
+        assert!(!with(&|q| q.targets = Targets::All));
+        assert!(!with(&|q| q.targets = Targets::Listed {
+            pids: vec![812],
+            comms: vec!["java".into()]
+        }));
+        assert!(pidfd_fits(1000, Some(36_000)));
+        assert!(!pidfd_fits(1000, Some(1000)));
+        assert!(!pidfd_fits(3, None), "sockstat unreadable: sock_diag");
     }
 
     #[test]
