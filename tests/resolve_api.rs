@@ -555,8 +555,25 @@ fn pidfd_backend_refuses_queries_it_cannot_answer() {
     // Auto takes sock_diag for it, and finds cw's client, orphaned.
     let r = resolve_with(&q, Backend::Auto).unwrap();
     assert_eq!(r.source, "sock_diag");
-    let q = query(s.pid(), &[Proto::Tcp, Proto::Unix], &[SockState::CloseWait]);
+    let q = query(
+        s.pid(),
+        &[Proto::Tcp, Proto::Unix],
+        &[SockState::Established],
+    );
     assert!(resolve_with(&q, Backend::Pidfd).is_err());
+    // Every proto but a TCP-only state (`--state close-wait`): pidfd answers, as sock_diag does.
+    let q = query(
+        s.pid(),
+        &[Proto::Tcp, Proto::Udp, Proto::Unix, Proto::Other],
+        &[SockState::CloseWait],
+    );
+    let p = resolve_with(&q, Backend::Pidfd).unwrap();
+    let d = resolve_with(&q, Backend::ProcNet).unwrap();
+    assert_eq!(p.matches.len(), 1, "{:#?}", p.matches);
+    assert_eq!(
+        p.matches.iter().map(comparable).collect::<Vec<_>>(),
+        d.matches.iter().map(comparable).collect::<Vec<_>>()
+    );
     // A pid that does not exist is the usual error.
     let q = query(i32::MAX - 7, &[Proto::Tcp], &[SockState::CloseWait]);
     assert!(matches!(

@@ -450,9 +450,21 @@ fn read_tables(
 
 /// Whether the pidfd backend can answer `q` at all: listed pids only (no name search), TCP only,
 /// no orphans (they have no fd to ask) and no `include_fds` (they may be of any kind).
+///
+/// "TCP only" includes a query of every proto whose states only TCP sockets take: `--state
+/// close-wait` without `--proto` asks for UDP and unix sockets too, but none can be in
+/// CLOSE_WAIT (UDP: unconnected/established; unix: listening/established/unconnected; a
+/// non-inet socket is reported only as closed).
 fn pidfd_query(q: &Query) -> bool {
+    const NOT_ONLY_TCP: u32 = (1 << SockState::Established as u32)
+        | (1 << SockState::SynSent as u32)
+        | (1 << SockState::Closed as u32)
+        | (1 << SockState::Listening as u32);
+    let protos = dedup_protos(&q.protos);
+    let tcp = protos == [Proto::Tcp]
+        || (protos.contains(&Proto::Tcp) && q.state_mask & NOT_ONLY_TCP == 0);
     matches!(&q.targets, Targets::Listed { pids, comms } if !pids.is_empty() && comms.is_empty())
-        && dedup_protos(&q.protos) == [Proto::Tcp]
+        && tcp
         && !q.orphans
         && q.include_fds.is_empty()
 }
@@ -912,7 +924,31 @@ mod tests {
         };
         assert!(!with(&|q| q.orphans = true));
         assert!(!with(&|q| q.include_fds = vec![3]));
-        assert!(!with(&|q| q.protos.push(Proto::Udp)));
+        assert!(!with(&|q| {
+            q.protos.push(Proto::Udp);
+            q.state_mask |= SockState::Established.kernel_bit();
+        }));
+        // Every proto, but states only TCP takes (`--state close-wait` without `--proto`).
+        assert!(with(
+            &|q| q.protos = vec![Proto::Tcp, Proto::Udp, Proto::Unix, Proto::Other]
+        ));
+        assert!(!with(&|q| {
+            q.protos = vec![Proto::Udp, Proto::Unix];
+        }));
+        for s in [
+            SockState::Listening,
+            SockState::Unconnected,
+            SockState::Closed,
+        ] {
+            assert!(!with(&|q| {
+                q.protos.push(Proto::Unix);
+                q.state_mask |= s.kernel_bit();
+            }));
+            assert!(
+                with(&|q| q.state_mask |= s.kernel_bit()),
+                "TCP alone: any state"
+            );
+        }
         assert!(!with(&|q| q.targets = Targets::All));
         assert!(!with(&|q| q.targets = Targets::Listed {
             pids: vec![812],
