@@ -519,8 +519,27 @@ fn resolve_pidfd(q: &Query, forced: bool) -> Result<Option<Resolution>, ResolveE
     for (p, t) in &tables {
         let pidfd = &pidfds[&p.pid];
         let watchers = t.epoll_watchers();
-        for s in &t.sockets {
-            let probe = match pidfd::probe(pidfd, s.fd, s.inode) {
+        // A dozen syscalls per fd: spread big tables over the threads, in order.
+        let chunk = t.sockets.len().div_ceil(threads).max(256);
+        let probed: Vec<io::Result<pidfd::Probed>> = std::thread::scope(|sc| {
+            let workers: Vec<_> = t
+                .sockets
+                .chunks(chunk)
+                .map(|part| {
+                    sc.spawn(move || {
+                        part.iter()
+                            .map(|s| pidfd::probe(pidfd, s.fd, s.inode))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .flat_map(|w| w.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+                .collect()
+        });
+        for (s, probed) in t.sockets.iter().zip(probed) {
+            let probe = match probed {
                 Ok(pidfd::Probed::Tcp(probe)) => probe,
                 // Not TCP, or the fd changed since we listed it: not ours to report.
                 Ok(_) => continue,

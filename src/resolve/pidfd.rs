@@ -21,7 +21,7 @@
 //! - peer: getpeername, or the unspecified address and port 0 when not connected (sock_diag's
 //!   zero `idiag_dst`);
 //! - `uid`: the socket inode's owner (fstat), which is where `sk_uid` comes from;
-//! - `diag`: family (SO_DOMAIN), protocol, ifindex (SO_BINDTOIFINDEX, `sk_bound_dev_if` as
+//! - `diag`: family (of getsockname's address), protocol (SO_PROTOCOL), ifindex (SO_BINDTOIFINDEX, `sk_bound_dev_if` as
 //!   `idiag_if`), cookie (SO_COOKIE), so a later exact sock_diag lookup or SOCK_DESTROY works.
 //!
 //! - `mem`: SO_MEMINFO, the same `sk_get_meminfo` array sock_diag sends as INET_DIAG_SKMEMINFO.
@@ -285,9 +285,18 @@ pub fn probe(pidfd: &OwnedFd, fd: i32, inode: u64) -> io::Result<Probed> {
     if st.st_ino != inode || st.st_mode & libc::S_IFMT != libc::S_IFSOCK {
         return Ok(Probed::Changed);
     }
-    let family = sockopt_u32(&dup, libc::SOL_SOCKET, libc::SO_DOMAIN)? as i32;
+    // The family from getsockname (an inet socket always has a name, 0.0.0.0:0 if unbound),
+    // which saves a getsockopt(SO_DOMAIN) per fd: other families parse to None.
+    let Some(local) = name_of(&dup, libc::getsockname)? else {
+        return Ok(Probed::NotTcp);
+    };
+    let family = if local.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
     let protocol = sockopt_u32(&dup, libc::SOL_SOCKET, libc::SO_PROTOCOL)? as i32;
-    if !matches!(family, libc::AF_INET | libc::AF_INET6) || protocol != libc::IPPROTO_TCP {
+    if protocol != libc::IPPROTO_TCP {
         return Ok(Probed::NotTcp);
     }
     let mut raw = [0u8; 256];
@@ -312,7 +321,7 @@ pub fn probe(pidfd: &OwnedFd, fd: i32, inode: u64) -> io::Result<Probed> {
         ifindex: sockopt_u32(&dup, libc::SOL_SOCKET, libc::SO_BINDTOIFINDEX).unwrap_or(0),
         cookie: sockopt_u64(&dup, libc::SOL_SOCKET, libc::SO_COOKIE)?,
         info,
-        local: name_of(&dup, libc::getsockname)?,
+        local: Some(local),
         peer: name_of(&dup, libc::getpeername)?,
         inq,
         outq,
