@@ -581,3 +581,44 @@ fn pidfd_backend_refuses_queries_it_cannot_answer() {
         Err(ResolveError::NoSuchPid { .. })
     ));
 }
+
+#[test]
+fn pidfd_probe_skips_changed_fds_and_other_kinds() {
+    use fdclose::resolve::pidfd::{self, Probed};
+    use std::os::fd::AsRawFd;
+    let me = pidfd::open(std::process::id() as i32).unwrap();
+    let l = std::net::TcpListener::bind("127.0.0.28:0").unwrap();
+    let u = std::net::UdpSocket::bind("127.0.0.28:0").unwrap();
+    let ino = |fd: i32| {
+        std::fs::metadata(format!("/proc/self/fd/{fd}"))
+            .unwrap()
+            .ino()
+    };
+    let (lfd, ufd) = (l.as_raw_fd(), u.as_raw_fd());
+    match pidfd::probe(&me, lfd, ino(lfd)).unwrap() {
+        Probed::Tcp(p) => {
+            let e = pidfd::entry_of(&p);
+            assert_eq!(e.state, SockState::Listening);
+            assert_eq!(e.local, Some(l.local_addr().unwrap()));
+        }
+        other => panic!("{other:?}"),
+    }
+    // The fd now holds another socket than the one listed: skipped, not misreported.
+    assert!(matches!(
+        pidfd::probe(&me, lfd, ino(ufd)).unwrap(),
+        Probed::Changed
+    ));
+    assert!(matches!(
+        pidfd::probe(&me, ufd, ino(ufd)).unwrap(),
+        Probed::NotTcp
+    ));
+    // An fd number that is not open (any more).
+    let gone = {
+        let s = std::net::TcpListener::bind("127.0.0.28:0").unwrap();
+        (s.as_raw_fd(), ino(s.as_raw_fd()))
+    };
+    assert!(matches!(
+        pidfd::probe(&me, gone.0, gone.1).unwrap(),
+        Probed::Changed
+    ));
+}
