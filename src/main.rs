@@ -91,11 +91,7 @@ fn run(args: &Args) -> Result<u8> {
 
     if cfg.dry_run {
         print_plan(&cfg, &plan, res.unreadable.len());
-        let listening = plan
-            .steps
-            .iter()
-            .filter(|m| report::is_listening(m))
-            .count();
+        let listening = listeners(&plan);
         if listening > 0 && !cfg.selection.listening_named {
             eprintln!(
                 "fdclose: note: {listening} listening {} listed; acting on listeners needs --state listening",
@@ -111,6 +107,14 @@ fn run(args: &Args) -> Result<u8> {
     code
 }
 
+/// How many of the plan's sockets are listeners (acting on one is an outage).
+fn listeners(plan: &Plan) -> usize {
+    plan.steps
+        .iter()
+        .filter(|m| report::is_listening(m))
+        .count()
+}
+
 /// Refuse what would be an outage or a surprise, confirm, then execute the plan.
 fn act(
     cfg: &Config,
@@ -124,11 +128,7 @@ fn act(
              --peer-port, --local-port, --idle, --fd or --inode (or add --dry-run to only look)"
         ));
     }
-    let listening = plan
-        .steps
-        .iter()
-        .filter(|m| report::is_listening(m))
-        .count();
+    let listening = listeners(plan);
     if listening > 0 && !cfg.selection.listening_named {
         return Err(eyre!(
             "{} listening, and acting on a listener stops the service from accepting connections: \

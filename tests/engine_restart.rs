@@ -237,22 +237,7 @@ matrix! {
 }
 
 fn leaker(args: &[&str]) -> (Fixture, Vec<(i32, u64)>) {
-    leaker_for(false, args)
-}
-
-fn leaker_for(m32: bool, args: &[&str]) -> (Fixture, Vec<(i32, u64)>) {
-    let mut fx = spawn_interactive(Command::new(build_fixture("rt_leaker", m32)).args(args));
-    let leaked = fx.expect_line_within("LEAKED", LINE_LIMIT);
-    fx.expect_line_within("READY", LINE_LIMIT);
-    let pid = fx.pid();
-    let fds = leaked
-        .split_whitespace()
-        .map(|w| {
-            let fd: i32 = w.parse().unwrap();
-            (fd, fd_inode(pid, fd).expect("leaked fd open"))
-        })
-        .collect();
-    (fx, fds)
+    rt_leaker(false, args)
 }
 
 /// A process stopped by SIGSTOP before the surgery is still stopped after it, and runs on after
@@ -492,7 +477,7 @@ fn kill_during_surgery(when: Moment, clear: bool) -> bool {
 /// numbers for socket, shutdown and dup3): the closed fd is gone, the shut-down one keeps its
 /// socket but leaves CLOSE_WAIT, the replaced one keeps its number on a different socket.
 fn three_ops(m32: bool) {
-    let (mut fx, fds) = leaker_for(m32, &["-n", "3"]);
+    let (mut fx, fds) = rt_leaker(m32, &["-n", "3"]);
     let pid = fx.pid();
     let [(fc, ic), (fs, is), (fr, ir)] = fds[..] else {
         panic!("3 fds")
@@ -555,7 +540,7 @@ fn close_shutdown_replace_i386() {
 /// A hardened program whose seccomp filter fails close(2) with EPERM: each fd is reported Failed
 /// with EPERM and a word about seccomp, stays open, and the program runs on unharmed.
 fn seccomp_refusal(m32: bool) {
-    let (mut fx, fds) = leaker_for(m32, &["-n", "2", "-S"]);
+    let (mut fx, fds) = rt_leaker(m32, &["-n", "2", "-S"]);
     let pid = fx.pid();
     assert_eq!(status_field(pid, "Seccomp").as_deref(), Some("2"));
     let outcomes = operate_ok(pid, surgeries(&fds, || Op::Close));
@@ -676,7 +661,7 @@ fn journal_records_before_and_after_with_registers_i386() {
 
 fn journal_case(m32: bool) {
     use fdclose::journal::{Entry, Event};
-    let (mut fx, fds) = leaker_for(m32, &["-n", "3"]);
+    let (mut fx, fds) = rt_leaker(m32, &["-n", "3"]);
     let pid = fx.pid();
     // read: x86_64 0, i386 3.
     let read_nr: i64 = if m32 { 3 } else { libc::SYS_read };

@@ -8,28 +8,12 @@ mod support;
 use engine_common::*;
 use fdclose::engine::{EngineOptions, Op};
 use fdclose::journal::{Entry, Event};
-use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::*;
 
 const THREADS: usize = 100;
-
-fn spawn_leaker(m32: bool, args: &[&str]) -> (Fixture, Vec<(i32, u64)>) {
-    let mut fx = spawn_interactive(Command::new(build_fixture("rt_leaker", m32)).args(args));
-    let leaked = fx.expect_line_within("LEAKED", LINE_LIMIT);
-    fx.expect_line_within("READY", LINE_LIMIT);
-    let pid = fx.pid();
-    let fds = leaked
-        .split_whitespace()
-        .map(|w| {
-            let fd: i32 = w.parse().unwrap();
-            (fd, fd_inode(pid, fd).expect("leaked fd open"))
-        })
-        .collect();
-    (fx, fds)
-}
 
 struct Counts {
     bad: u64,
@@ -55,7 +39,7 @@ fn counts(fx: &mut Fixture) -> Counts {
 }
 
 fn hundred_threads(m32: bool, freeze: bool) {
-    let (mut fx, fds) = spawn_leaker(m32, &["-n", "20", "-t", &THREADS.to_string()]);
+    let (mut fx, fds) = rt_leaker(m32, &["-n", "20", "-t", &THREADS.to_string()]);
     let pid = fx.pid();
     // Main + feeder + workers.
     let tasks = || {
@@ -148,7 +132,7 @@ fn hundred_threads_no_freeze_i386() {
 /// target: every signal sent must be delivered to the program's handler.
 fn signal_storm(m32: bool, opts: EngineOptions) {
     const SIGNALS: u64 = 2000;
-    let (mut fx, fds) = spawn_leaker(m32, &["-n", "400", "-s"]);
+    let (mut fx, fds) = rt_leaker(m32, &["-n", "400", "-s"]);
     let pid = fx.pid();
     assert_eq!(fx.ask("sigs", "SIGS"), "0");
 

@@ -259,22 +259,6 @@ fn library_destroys_orphans_inside_a_test_netns() {
 
 // ---- through the fdclose binary ----------------------------------------------------------------
 
-/// Run fdclose; returns its exit code, its stdout's JSON lines, and its stderr.
-fn fdclose_json(args: &[&str]) -> (i32, Vec<serde_json::Value>, String) {
-    let out = fdclose().args(args).output().expect("run fdclose");
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    let lines = stdout
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-        .collect();
-    (
-        out.status.code().unwrap_or(-1),
-        lines,
-        String::from_utf8(out.stderr).unwrap(),
-    )
-}
-
 fn of_type<'a>(lines: &'a [serde_json::Value], ty: &str) -> Vec<&'a serde_json::Value> {
     lines.iter().filter(|v| v["type"] == ty).collect()
 }
@@ -315,7 +299,7 @@ fn list_and_destroy(o: &Orphans, netns: Option<&str>) -> (u64, u64) {
 
     let ss = ss_finwait(netns, o.port);
     assert_eq!(ss.len(), o.count);
-    let (code, lines, err) = fdclose_json(&[&sel[..], &["--dry-run"]].concat());
+    let (code, lines, err) = fdclose_json(&[&sel[..], &["--dry-run"]].concat(), &[]);
     assert_eq!(code, 0, "{err}");
     let socks = of_type(&lines, "socket");
     assert_eq!(socks.len(), o.count, "{lines:?}");
@@ -361,6 +345,7 @@ fn list_and_destroy(o: &Orphans, netns: Option<&str>) -> (u64, u64) {
             &["--action", "destroy", "--yes", "--journal", jarg],
         ]
         .concat(),
+        &[],
     );
     assert_eq!(code, 0, "{err}");
     let results = of_type(&lines, "result");
@@ -378,7 +363,7 @@ fn list_and_destroy(o: &Orphans, netns: Option<&str>) -> (u64, u64) {
         "orphans left after destroy"
     );
     // Listing again finds nothing: exit 1, and nothing is held any more.
-    let (code, lines, _) = fdclose_json(&[&sel[..], &["--dry-run"]].concat());
+    let (code, lines, _) = fdclose_json(&[&sel[..], &["--dry-run"]].concat(), &[]);
     assert_eq!(code, 1);
     assert!(of_type(&lines, "socket").is_empty());
 
@@ -429,29 +414,35 @@ fn cli_destroys_orphans_inside_a_test_netns() {
     let o = orphans(Some(&ns.0));
     // Not visible from our namespace without --netns.
     let port = o.port.to_string();
-    let (code, _, _) = fdclose_json(&[
-        "--orphans",
-        "--state",
-        "fin-wait-1",
-        "--local-port",
-        &port,
-        "--dry-run",
-        "--json",
-    ]);
+    let (code, _, _) = fdclose_json(
+        &[
+            "--orphans",
+            "--state",
+            "fin-wait-1",
+            "--local-port",
+            &port,
+            "--dry-run",
+            "--json",
+        ],
+        &[],
+    );
     assert_eq!(code, 1, "orphans of another namespace listed from ours");
     // --netns by PID (the fixture lives in the namespace) sees them.
     let pid = o.fx.pid().to_string();
-    let (code, lines, err) = fdclose_json(&[
-        "--orphans",
-        "--netns",
-        &pid,
-        "--state",
-        "fin-wait-1",
-        "--local-port",
-        &port,
-        "--dry-run",
-        "--json",
-    ]);
+    let (code, lines, err) = fdclose_json(
+        &[
+            "--orphans",
+            "--netns",
+            &pid,
+            "--state",
+            "fin-wait-1",
+            "--local-port",
+            &port,
+            "--dry-run",
+            "--json",
+        ],
+        &[],
+    );
     assert_eq!(code, 0, "{err}");
     assert_eq!(of_type(&lines, "socket").len(), 20);
     list_and_destroy(&o, Some(&ns.0));
@@ -535,23 +526,26 @@ fn cli_destroy_of_owned_sockets_says_the_fd_stays_open() {
         .collect();
     let before = fd_table(pid);
     let pid_s = pid.to_string();
-    let (code, lines, err) = fdclose_json(&[
-        "--pid",
-        &pid_s,
-        "--state",
-        "close-wait",
-        "--action",
-        "destroy",
-        "--yes",
-        "--json",
-        "--journal",
-        tempfile::tempdir()
-            .unwrap()
-            .path()
-            .join("j")
-            .to_str()
-            .unwrap(),
-    ]);
+    let (code, lines, err) = fdclose_json(
+        &[
+            "--pid",
+            &pid_s,
+            "--state",
+            "close-wait",
+            "--action",
+            "destroy",
+            "--yes",
+            "--json",
+            "--journal",
+            tempfile::tempdir()
+                .unwrap()
+                .path()
+                .join("j")
+                .to_str()
+                .unwrap(),
+        ],
+        &[],
+    );
     assert_eq!(code, 0, "{err}");
     let results = of_type(&lines, "result");
     assert_eq!(results.len(), 2, "{lines:?}");
@@ -569,14 +563,17 @@ fn cli_destroy_of_owned_sockets_says_the_fd_stays_open() {
     for fd in &fds {
         assert_eq!(after.get(fd), before.get(fd));
     }
-    let (code, lines, _) = fdclose_json(&[
-        "--pid",
-        &pid_s,
-        "--state",
-        "close-wait",
-        "--dry-run",
-        "--json",
-    ]);
+    let (code, lines, _) = fdclose_json(
+        &[
+            "--pid",
+            &pid_s,
+            "--state",
+            "close-wait",
+            "--dry-run",
+            "--json",
+        ],
+        &[],
+    );
     assert_eq!(code, 1, "{lines:?}");
     // And the server lives on.
     assert!(ping(port).starts_with("pong"));

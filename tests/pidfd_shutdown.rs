@@ -221,27 +221,6 @@ fn library_shutdown_leaves_a_reused_fd_alone() {
 
 // ---- through the fdclose binary ----------------------------------------------------------------
 
-/// Run fdclose with `env`; returns exit code, stdout JSON lines, stderr.
-fn run(args: &[&str], env: &[(&str, &str)]) -> (i32, Vec<serde_json::Value>, String) {
-    let mut c = fdclose();
-    c.args(args);
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    let out = c.output().expect("run fdclose");
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    let lines = stdout
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-        .collect();
-    (
-        out.status.code().unwrap_or(-1),
-        lines,
-        String::from_utf8(out.stderr).unwrap(),
-    )
-}
-
 fn journal_entries(path: &std::path::Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
@@ -262,7 +241,7 @@ fn shutdown_via_cli(env: &[(&str, &str)], pidfd_expected: bool) -> Vec<serde_jso
     let pid_s = pid.to_string();
 
     let watch = StopWatch::start(pid);
-    let (code, lines, err) = run(
+    let (code, lines, err) = fdclose_json(
         &[
             "--pid",
             &pid_s,
@@ -348,7 +327,7 @@ fn cli_shutdown_without_pidfd_and_without_ptrace_refuses() {
     let jpath = dir.path().join("journal.jsonl");
     let pid_s = pid.to_string();
     let watch = StopWatch::start(pid);
-    let (code, _, err) = run(
+    let (code, _, err) = fdclose_json(
         &[
             "--pid",
             &pid_s,

@@ -259,15 +259,16 @@ pub fn operate(
     let _deferred = signals::Deferred::new();
 
     let frozen = if opts.freeze {
-        Frozen::all(pid, &st.name, opts.wait_limit)?
+        Frozen::all(pid, &st.name, opts.wait_limit).map_err(exited_or(pid, "freeze"))?
     } else {
         let tid = match opts.tid {
             Some(t) => t,
             None => pick_unstopped(pid)?,
         };
-        Frozen::one(pid, tid, &st.name, opts.wait_limit)?
+        Frozen::one(pid, tid, &st.name, opts.wait_limit).map_err(exited_or(pid, "freeze"))?
     };
-    let (tid, abi, blocked_in) = pick_thread(pid, &frozen, opts)?;
+    let (tid, abi, blocked_in) =
+        pick_thread(pid, &frozen, opts).map_err(exited_or(pid, "choosing a thread"))?;
     let mut refusal = None;
     if abi == AbiKind::I386 && surgeries.iter().any(|s| s.op != Op::Close) {
         let (maj, min, _) = procfs::kernel_release().unwrap_or((0, 0, 0));
@@ -280,8 +281,10 @@ pub fn operate(
             );
         }
     }
-    let insn = insn::find(pid, tid, abi)?;
-    let mut inj = Injector::take(pid, tid, insn.addr, opts.wait_limit, opts.no_setsigmask)?;
+    let insn =
+        insn::find(pid, tid, abi).map_err(exited_or(pid, "finding a syscall instruction"))?;
+    let mut inj = Injector::take(pid, tid, insn.addr, opts.wait_limit, opts.no_setsigmask)
+        .map_err(exited_or(pid, "saving registers"))?;
     let attach = Entry::new(Event::Attach {
         pid,
         tid,
@@ -390,6 +393,20 @@ pub fn operate(
                 other => other,
             })
             .collect()),
+    }
+}
+
+/// A SIGKILL can take the process away between any two steps of attaching; whatever error that
+/// produced (ESRCH, an unreadable /proc file, no thread left), the operator must read that it
+/// exited.
+fn exited_or(pid: i32, during: &'static str) -> impl Fn(EngineError) -> EngineError {
+    move |e| match e {
+        EngineError::Exited { .. } => e,
+        _ if procfs::gone(pid) => EngineError::Exited {
+            pid,
+            during: during.into(),
+        },
+        e => e,
     }
 }
 

@@ -307,3 +307,42 @@ impl Fixture {
 
 /// How long the live tests wait for any one line from a fixture.
 pub const LINE_LIMIT: Duration = Duration::from_secs(60);
+
+/// Start integration/fixtures/rt_leaker.c (i386 build with `m32`) with `args`; returns it with its
+/// leaked fds and their inodes, read once it says READY.
+pub fn rt_leaker(m32: bool, args: &[&str]) -> (Fixture, Vec<(i32, u64)>) {
+    let mut fx = spawn_interactive(Command::new(build_fixture("rt_leaker", m32)).args(args));
+    let leaked = fx.expect_line_within("LEAKED", LINE_LIMIT);
+    fx.expect_line_within("READY", LINE_LIMIT);
+    let pid = fx.pid();
+    let fds = leaked
+        .split_whitespace()
+        .map(|w| {
+            let fd: i32 = w.parse().unwrap();
+            (fd, fd_inode(pid, fd).expect("leaked fd open"))
+        })
+        .collect();
+    (fx, fds)
+}
+
+/// Run fdclose with `args` and extra environment `env`; returns its exit code, its stdout's JSON
+/// lines and its stderr.
+pub fn fdclose_json(args: &[&str], env: &[(&str, &str)]) -> (i32, Vec<serde_json::Value>, String) {
+    let mut c = fdclose();
+    c.args(args);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let out = c.output().expect("run fdclose");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let lines = stdout
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    (
+        out.status.code().unwrap_or(-1),
+        lines,
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
