@@ -469,8 +469,9 @@ fn pidfd_query(q: &Query) -> bool {
         && q.include_fds.is_empty()
 }
 
-/// The rule [`Backend::Auto`] follows once the fd tables are read: ask the target's sockets
-/// themselves when they number less than a tenth of the host's TCP sockets (/proc/net/sockstat:
+/// The rule [`Backend::Auto`] follows, before the fd tables are read: ask the target's sockets
+/// themselves when its fds (an upper bound of its socket fds) number less than a tenth of the
+/// host's TCP sockets (/proc/net/sockstat:
 /// max(inuse, alloc) + TIME-WAIT), which sock_diag would walk; else dump.
 ///
 /// The tenth is measured (2 cores, Linux 6.18, release build): pidfd costs ~5 us per socket fd
@@ -512,12 +513,24 @@ fn resolve_pidfd(q: &Query, forced: bool) -> Result<Option<Resolution>, ResolveE
             Err(_) => return Ok(None),
         }
     }
+    // Decide before the fd tables are read, so that declining costs no second read: the number
+    // of fds (one getdents pass, no readlink) bounds the number of socket fds from above, which
+    // errs towards sock_diag for a process with many non-socket fds.
+    if !forced {
+        let mut fds = 0;
+        for p in &procs {
+            match std::fs::read_dir(format!("/proc/{}/fd", p.pid)) {
+                Ok(d) => fds += d.count(),
+                // Unreadable or gone: the sock_diag path reports it as it always has.
+                Err(_) => return Ok(None),
+            }
+        }
+        if !pidfd_fits(fds, pidfd::host_tcp_sockets()) {
+            return Ok(None);
+        }
+    }
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
     let tables = read_tables(procs, true, &explicit, threads, &mut unreadable)?;
-    let socket_fds: usize = tables.iter().map(|(_, t)| t.sockets.len()).sum();
-    if !forced && !pidfd_fits(socket_fds, pidfd::host_tcp_sockets()) {
-        return Ok(None);
-    }
 
     let mut matches = Vec::new();
     for (p, t) in &tables {
