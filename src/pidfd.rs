@@ -80,7 +80,7 @@ fn errno() -> io::Error {
 
 /// `pidfd_open(pid, 0)`: a handle on the process that stays valid (and refers to that process
 /// only) even if the pid is reused.
-fn pidfd_open_raw(pid: i32) -> io::Result<OwnedFd> {
+pub fn pidfd_open_raw(pid: i32) -> io::Result<OwnedFd> {
     // SAFETY: pidfd_open takes two integers and returns a new fd or -1; no memory is passed.
     let r = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::c_long, 0 as libc::c_long) };
     if r < 0 {
@@ -91,7 +91,7 @@ fn pidfd_open_raw(pid: i32) -> io::Result<OwnedFd> {
 }
 
 /// `pidfd_getfd(pidfd, targetfd, 0)`: our own duplicate of the target's fd (close-on-exec).
-fn pidfd_getfd_raw(pidfd: &OwnedFd, target_fd: i32) -> io::Result<OwnedFd> {
+pub fn pidfd_getfd_raw(pidfd: &OwnedFd, target_fd: i32) -> io::Result<OwnedFd> {
     // SAFETY: pidfd_getfd takes three integers and returns a new fd or -1; no memory is passed.
     let r = unsafe {
         libc::syscall(

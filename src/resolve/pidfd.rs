@@ -30,7 +30,7 @@ use crate::model::{DiagId, MemInfo, Proto, SockState, SocketEntry};
 use std::io;
 use std::mem::{size_of, MaybeUninit};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 
 /// Offsets in `struct tcp_info` (include/uapi/linux/tcp.h), stable since Linux 2.6.
 const TCPI_STATE: usize = 0;
@@ -150,34 +150,10 @@ fn last_err() -> io::Error {
     io::Error::last_os_error()
 }
 
-/// `pidfd_open(pid, 0)`.
-pub fn open(pid: i32) -> io::Result<OwnedFd> {
-    // SAFETY: the syscall takes two integers and returns a new fd or -1; no memory is passed.
-    let r = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::c_long, 0 as libc::c_long) };
-    if r < 0 {
-        return Err(last_err());
-    }
-    // SAFETY: r is a fresh fd the kernel just gave us, owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(r as RawFd) })
-}
-
 /// `pidfd_getfd(pidfd, fd, 0)`: a duplicate of the target's fd in our process.
-pub fn getfd(pidfd: &OwnedFd, fd: i32) -> io::Result<OwnedFd> {
-    // SAFETY: integers only; the kernel returns a new fd of ours or -1.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_pidfd_getfd,
-            pidfd.as_raw_fd() as libc::c_long,
-            fd as libc::c_long,
-            0 as libc::c_long,
-        )
-    };
-    if r < 0 {
-        return Err(last_err());
-    }
-    // SAFETY: as in `open`, a fresh fd that only we own.
-    Ok(unsafe { OwnedFd::from_raw_fd(r as RawFd) })
-}
+pub use crate::pidfd::pidfd_getfd_raw as getfd;
+/// `pidfd_open(pid, 0)` (the wrapper shared with `--action shutdown`).
+pub use crate::pidfd::pidfd_open_raw as open;
 
 /// getsockopt into a buffer; returns the length the kernel filled.
 fn sockopt_bytes(fd: &OwnedFd, level: i32, name: i32, buf: &mut [u8]) -> io::Result<usize> {
