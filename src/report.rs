@@ -207,8 +207,9 @@ pub fn totals(matches: &[Match]) -> Totals {
         match &m.socket {
             Some(s) => {
                 t.sockets += 1;
-                t.recv_q += queued_bytes(s).0;
-                t.send_q += queued_bytes(s).1;
+                let (rq, sq) = queued_bytes(s);
+                t.recv_q += rq;
+                t.send_q += sq;
             }
             None => t.other_fds += 1,
         }
